@@ -1,0 +1,147 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Verbs are the event verbs, the lower-case HTTP methods a gateway accepts.
+// HEAD is delivered as "get" and its reply body dropped.
+var Verbs = []string{"get", "post", "put", "patch", "delete"}
+
+// Role is the part a node plays on the link.
+type Role string
+
+// The two roles. Clients dial out to the one server.
+const (
+	RoleServer Role = "server"
+	RoleClient Role = "client"
+)
+
+// Node names a node: its role and the name its certificate carries.
+type Node struct {
+	Role Role
+	Name string
+}
+
+// Event is one request travelling from a caller to a handler, on this node or
+// across the link. The deadline and the caller's cancellation travel in the
+// context passed alongside it, never in the Event.
+type Event struct {
+	// ID identifies the event in the logs of every node it crosses.
+	ID string
+	// Verb is the lower-case HTTP method, one of Verbs.
+	Verb string
+	// Noun is one or more '/'-separated segments, such as "time/utc".
+	Noun string
+	// Args are the arguments after the first "//" of the path, each
+	// percent-decoded after splitting.
+	Args []string
+	// Query is the request's query string as a multi-map. It may be nil.
+	Query map[string][]string
+	// ContentType is the body's media type without parameters, or "".
+	ContentType string
+	// Body is the request body, or nil when there is none. A handler reads it
+	// at its own pace and never closes it: whoever built the Event does.
+	//
+	// If Body also implements io.Closer, its Close interrupts: a component
+	// that stops reading early (the event failed or its context ended) may
+	// call it, from any goroutine, to make a blocked Read return promptly.
+	// Such a Close must be safe to call concurrently with Read.
+	Body io.Reader
+	// Size is the body's length in bytes, or -1 when unknown (a chunked
+	// upload). It is 0 when Body is nil.
+	Size int64
+	// Peer is the verified name of the node the event came from, taken from
+	// that node's certificate by the receiving link; "" for a local caller.
+	Peer string
+}
+
+// Route returns the event's route name, see RouteName.
+func (e *Event) Route() string { return RouteName(e.Verb, e.Noun) }
+
+// RouteName returns RestPipe's route name for a verb and a noun: the verb, an
+// underscore, and the noun with '/' turned into '_' ("get", "time/utc" gives
+// "get_time_utc").
+func RouteName(verb, noun string) string {
+	return verb + "_" + strings.ReplaceAll(noun, "/", "_")
+}
+
+// CheckVerb returns nil if verb is one of Verbs.
+func CheckVerb(verb string) error {
+	for _, v := range Verbs {
+		if v == verb {
+			return nil
+		}
+	}
+	return fmt.Errorf("verb %q is not one of %s", verb, strings.Join(Verbs, ", "))
+}
+
+// CheckNoun returns nil if noun is one or more '/'-separated segments, each
+// made of ASCII letters, digits, '-' and '_'.
+func CheckNoun(noun string) error {
+	if noun == "" {
+		return fmt.Errorf("empty noun")
+	}
+	for _, seg := range strings.Split(noun, "/") {
+		if seg == "" {
+			return fmt.Errorf("noun %q has an empty segment", noun)
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("noun %q: segment %q may hold only letters, digits, '-' and '_'", noun, seg)
+			}
+		}
+	}
+	return nil
+}
+
+// Reply is a handler's answer to an Event.
+type Reply struct {
+	// Status is the HTTP status to give the caller; 0 means 200.
+	Status int
+	// Code is the X-Event-Return-Code; 0 by default.
+	Code int
+	// ContentType is the reply body's media type, or "".
+	ContentType string
+	// Size is the body's length in bytes, or -1 when unknown.
+	Size int64
+	// Body is the reply body, or nil when there is none. Whoever receives
+	// the Reply from Handle must Close Body (when not nil), even without
+	// reading it: closing ends the event and releases what it holds.
+	Body io.ReadCloser
+}
+
+// StatusOrOK returns r.Status, or 200 when it is unset.
+func (r *Reply) StatusOrOK() int {
+	if r.Status == 0 {
+		return 200
+	}
+	return r.Status
+}
+
+// Close closes the reply body if there is one. It is safe to call on a nil
+// Reply.
+func (r *Reply) Close() error {
+	if r == nil || r.Body == nil {
+		return nil
+	}
+	return r.Body.Close()
+}
+
+// Handler answers events. Handle returns either a Reply, whose Body the
+// caller must close, or an error, best an *Error of a stable Kind. It must
+// return promptly once ctx is done. Implementations are safe for concurrent
+// use.
+type Handler interface {
+	Handle(ctx context.Context, ev *Event) (*Reply, error)
+}
+
+// HandlerFunc adapts a function to the Handler interface.
+type HandlerFunc func(ctx context.Context, ev *Event) (*Reply, error)
+
+// Handle calls f(ctx, ev).
+func (f HandlerFunc) Handle(ctx context.Context, ev *Event) (*Reply, error) { return f(ctx, ev) }

@@ -1,0 +1,241 @@
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	Config
+
+	// Addr is the server's link address, host:port. Required.
+	Addr string
+
+	// TLS returns the TLS configuration for one dial. It must require TLS
+	// 1.3, verify the server and present the client's certificate. It is
+	// called for every dial, so reloaded certificates apply to the next
+	// connection. Required.
+	TLS func() *tls.Config
+
+	// Dial opens the TCP connection. Default: a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// MinBackoff and MaxBackoff bound the wait between connection
+	// attempts: it doubles from MinBackoff up to MaxBackoff, and each wait
+	// is drawn uniformly below that bound (full jitter). Defaults 100ms
+	// and 5s.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+
+	// StableAfter is how long a link must have lived for the backoff to
+	// start again from MinBackoff when it drops. Default 10s.
+	StableAfter time.Duration
+}
+
+// Validate fills in defaults and reports the first field that cannot work.
+func (c *ClientConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if c.Addr == "" {
+		return errors.New("link: client Addr is required")
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("link: client Addr %q: %w", c.Addr, err)
+	}
+	if c.TLS == nil {
+		return errors.New("link: client TLS is required")
+	}
+	if err := checkTLS(c.TLS(), false); err != nil {
+		return err
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	setDuration(&c.MinBackoff, 100*time.Millisecond)
+	setDuration(&c.MaxBackoff, 5*time.Second)
+	setDuration(&c.StableAfter, 10*time.Second)
+	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff || c.StableAfter < 0 {
+		return fmt.Errorf("link: backoff must satisfy 0 < MinBackoff (%v) <= MaxBackoff (%v)", c.MinBackoff, c.MaxBackoff)
+	}
+	return nil
+}
+
+// Client keeps one link to the server up: Run dials, serves the session
+// while it lives, and dials again after a backoff, forever.
+type Client struct {
+	cfg ClientConfig
+
+	mu      sync.Mutex
+	current *Session
+	changed chan struct{} // closed and replaced whenever current changes
+	dials   int           // connection attempts so far
+	ups     int           // links established so far
+}
+
+// NewClient returns a Client; call Run to connect.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, changed: make(chan struct{})}, nil
+}
+
+// Run keeps the link up until ctx ends, then closes it and returns nil once
+// every goroutine it started is done. It blocks; run it once.
+func (c *Client) Run(ctx context.Context) error {
+	log := c.cfg.Logger
+	attempt := 0
+	for {
+		sess, err := c.connect(ctx)
+		if err == nil {
+			log.Info("link up", "server", sess.peer, "addr", c.cfg.Addr, "software", sess.software)
+			c.setCurrent(sess)
+			stop := context.AfterFunc(ctx, func() { sess.shutdown(ErrClosed) })
+			sess.serve()
+			stop()
+			c.clearCurrent(sess)
+			lived := time.Since(sess.since)
+			if ctx.Err() == nil {
+				log.Warn("link down", "server", sess.peer, "error", sess.Err(), "after", lived.Round(time.Millisecond))
+			}
+			if lived >= c.cfg.StableAfter {
+				attempt = 0
+			}
+		} else if ctx.Err() == nil {
+			log.Warn("link attempt failed", "addr", c.cfg.Addr, "attempt", attempt+1, "error", err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		t := time.NewTimer(c.backoff(attempt))
+		attempt++
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+	}
+}
+
+// backoff returns the wait before attempt number attempt (from 0): full
+// jitter below min(MaxBackoff, MinBackoff * 2^attempt).
+func (c *Client) backoff(attempt int) time.Duration {
+	bound := c.cfg.MaxBackoff
+	if attempt < 30 {
+		bound = min(bound, c.cfg.MinBackoff<<attempt)
+	}
+	return time.Duration(rand.Int64N(int64(bound))) + time.Millisecond
+}
+
+// connect dials the server and completes TLS and the hello.
+func (c *Client) connect(ctx context.Context) (*Session, error) {
+	c.mu.Lock()
+	c.dials++
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	conn, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	tc := tls.Client(conn, c.cfg.TLS())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", c.cfg.Addr, err)
+	}
+	state := tc.ConnectionState()
+	name, err := host.CertName(state.PeerCertificates[0])
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	welcome, err := clientHello(tc, c.cfg.Software, c.cfg.MaxHeaderSize)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("hello with %s: %w", c.cfg.Addr, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	mux, err := yamux.Client(muxConn{tc}, c.cfg.yamuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start multiplexer: %w", err)
+	}
+	return newSession(&c.cfg.Config, mux, name, welcome.Software, conn.RemoteAddr()), nil
+}
+
+func (c *Client) setCurrent(s *Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.current = s
+	c.ups++
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Client) clearCurrent(s *Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current == s {
+		c.current = nil
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// Session returns the live session to the server, or nil while the link
+// is down.
+func (c *Client) Session() *Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != nil && c.current.mux.IsClosed() {
+		return nil
+	}
+	return c.current
+}
+
+// Peer returns the live session to the server, waiting for the link to
+// come up until ctx ends; then it returns an error wrapping
+// ErrNotConnected.
+func (c *Client) Peer(ctx context.Context) (*Session, error) {
+	for {
+		c.mu.Lock()
+		s, changed := c.current, c.changed
+		c.mu.Unlock()
+		if s != nil && !s.mux.IsClosed() {
+			return s, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: server at %s: %w", ErrNotConnected, c.cfg.Addr, context.Cause(ctx))
+		}
+	}
+}
+
+// ClientStats counts a client's connection attempts and links.
+type ClientStats struct {
+	Dials int // connection attempts
+	Ups   int // links established
+}
+
+// Stats returns the client's counts so far.
+func (c *Client) Stats() ClientStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return ClientStats{Dials: c.dials, Ups: c.ups}
+}

@@ -1,0 +1,168 @@
+package link
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+// Config holds what server and client links have in common. Start from
+// DefaultConfig; zero durations and sizes are replaced by defaults in
+// Validate.
+type Config struct {
+	// Handler answers the events the peer sends. Required.
+	Handler host.Handler
+
+	// Logger receives the link's logs. Default: a null logger.
+	Logger hclog.Logger
+
+	// Software names this build in the link handshake, for the peer's logs.
+	Software string
+
+	// HandshakeTimeout bounds TCP connect, TLS handshake and the link
+	// hello together. Default 10s.
+	HandshakeTimeout time.Duration
+
+	// KeepAliveInterval is how often each side pings the other, and
+	// KeepAliveTimeout how long it waits for the answer (and for any write
+	// to reach the connection) before declaring the link dead. A dead link
+	// is therefore detected within their sum. Defaults 2s and 4s.
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+
+	// StreamWindow is the most one stream may have in flight unread. It
+	// caps one event's throughput at StreamWindow/RTT and a slow reader's
+	// buffered bytes at StreamWindow. Default 1 MiB; at least 256 KiB.
+	StreamWindow uint32
+
+	// MaxInFlight bounds the events in flight per peer in each direction.
+	// Beyond it new events fail at once with overloaded. Default 256.
+	MaxInFlight int
+
+	// MaxHeaderSize bounds a header frame's payload, checked before
+	// anything is allocated for it. Default 64 KiB.
+	MaxHeaderSize int
+
+	// HeaderTimeout is how long a peer has to send a stream's header after
+	// opening it. Default 10s.
+	HeaderTimeout time.Duration
+
+	// RetryAfter is the wait suggested to callers refused with overloaded.
+	// Default 1s.
+	RetryAfter time.Duration
+}
+
+// DefaultConfig returns a Config with every default filled in except the
+// Handler.
+func DefaultConfig() Config {
+	return Config{
+		Logger:            hclog.NewNullLogger(),
+		Software:          "restpipe",
+		HandshakeTimeout:  10 * time.Second,
+		KeepAliveInterval: 2 * time.Second,
+		KeepAliveTimeout:  4 * time.Second,
+		StreamWindow:      1 << 20,
+		MaxInFlight:       256,
+		MaxHeaderSize:     64 << 10,
+		HeaderTimeout:     10 * time.Second,
+		RetryAfter:        time.Second,
+	}
+}
+
+// Validate fills in defaults for zero fields and reports the first field
+// that cannot work.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	if c.Handler == nil {
+		return errors.New("link: Handler is required")
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Software == "" {
+		c.Software = d.Software
+	}
+	setDuration(&c.HandshakeTimeout, d.HandshakeTimeout)
+	setDuration(&c.KeepAliveInterval, d.KeepAliveInterval)
+	setDuration(&c.KeepAliveTimeout, d.KeepAliveTimeout)
+	setDuration(&c.HeaderTimeout, d.HeaderTimeout)
+	setDuration(&c.RetryAfter, d.RetryAfter)
+	if c.StreamWindow == 0 {
+		c.StreamWindow = d.StreamWindow
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.MaxHeaderSize == 0 {
+		c.MaxHeaderSize = d.MaxHeaderSize
+	}
+	switch {
+	case c.HandshakeTimeout < 0, c.KeepAliveInterval < 0, c.KeepAliveTimeout < 0, c.HeaderTimeout < 0, c.RetryAfter < 0:
+		return errors.New("link: durations must be positive")
+	case c.StreamWindow < 256<<10:
+		return fmt.Errorf("link: StreamWindow %d is below the 256 KiB minimum", c.StreamWindow)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("link: MaxInFlight %d must be at least 1", c.MaxInFlight)
+	case c.MaxHeaderSize < 1<<10 || c.MaxHeaderSize > 16<<20:
+		return fmt.Errorf("link: MaxHeaderSize %d must be between 1 KiB and 16 MiB", c.MaxHeaderSize)
+	}
+	return nil
+}
+
+func setDuration(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// yamuxConfig returns the multiplexer settings the link runs with.
+func (c *Config) yamuxConfig() *yamux.Config {
+	return &yamux.Config{
+		// Room for every event in flight plus cancel streams; beyond it
+		// yamux resets new streams, and our own MaxInFlight answers
+		// overloaded long before.
+		AcceptBacklog:          2*c.MaxInFlight + 64,
+		EnableKeepAlive:        true,
+		KeepAliveInterval:      c.KeepAliveInterval,
+		ConnectionWriteTimeout: c.KeepAliveTimeout,
+		MaxStreamWindowSize:    c.StreamWindow,
+		// yamux's StreamOpenTimeout closes the whole session when one
+		// stream is not acknowledged in time. Events carry their own
+		// deadlines instead, so one stuck stream fails only its event.
+		StreamOpenTimeout: 0,
+		// How long a stream we closed waits for the peer's close before
+		// yamux resets it. Only a misbehaving or very slow peer hits it.
+		StreamCloseTimeout: 5 * time.Minute,
+		Logger: c.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{
+			InferLevels: true,
+		}),
+		LogOutput: nil,
+	}
+}
+
+// checkTLS refuses a TLS configuration that would let anything below TLS
+// 1.3 or an unauthenticated peer in. server says which side it is for.
+func checkTLS(c *tls.Config, server bool) error {
+	if c == nil {
+		return errors.New("link: TLS config is required")
+	}
+	if c.MinVersion != tls.VersionTLS13 {
+		return errors.New("link: TLS config must set MinVersion to TLS 1.3")
+	}
+	if c.InsecureSkipVerify {
+		return errors.New("link: TLS config must verify the peer")
+	}
+	if server && c.GetConfigForClient == nil && c.ClientAuth != tls.RequireAndVerifyClientCert {
+		return errors.New("link: server TLS config must require and verify client certificates")
+	}
+	return nil
+}
+
+var _ io.Closer = (*Session)(nil)

@@ -1,0 +1,29 @@
+package link
+
+import "errors"
+
+// Session-level errors: each ends a whole link, and with it every event in
+// flight on it. Per-event failures are *host.Error values instead.
+var (
+	// ErrServerClosed is returned by Server.Serve after Server.Close.
+	ErrServerClosed = errors.New("link server closed")
+
+	// ErrClosed ends a session closed by its owner.
+	ErrClosed = errors.New("link closed")
+
+	// ErrReplaced ends a session whose peer connected again: the newest
+	// link for a name wins.
+	ErrReplaced = errors.New("replaced by a newer link from the same peer")
+
+	// ErrRefused means the other side refused the link handshake; the
+	// error text carries its reason.
+	ErrRefused = errors.New("link refused")
+
+	// ErrTooManyStreams ends a session whose peer opened far more streams
+	// than it may have events in flight.
+	ErrTooManyStreams = errors.New("peer opened too many streams")
+
+	// ErrNotConnected is returned by Lookup when no session for the name
+	// registered before the context ended.
+	ErrNotConnected = errors.New("peer not connected")
+)

@@ -1,0 +1,287 @@
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
+	"golang.org/x/time/rate"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	Config
+
+	// TLS is the server's TLS configuration. It must require TLS 1.3 and
+	// verify client certificates (or build such configs per handshake in
+	// GetConfigForClient, which is checked on every handshake). Required.
+	TLS *tls.Config
+
+	// Registry records the live sessions by peer name. Default: a new
+	// MemRegistry.
+	Registry Registry
+
+	// MaxHandshakes bounds the connections that have not finished the TLS
+	// handshake and hello. Beyond it new connections are closed at once,
+	// so silent or slow connections cannot pile up. Default 1024.
+	MaxHandshakes int
+}
+
+// Validate fills in defaults and reports the first field that cannot work.
+func (c *ServerConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if err := checkTLS(c.TLS, true); err != nil {
+		return err
+	}
+	if c.Registry == nil {
+		c.Registry = NewRegistry()
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 1024
+	}
+	if c.MaxHandshakes < 1 {
+		return fmt.Errorf("link: MaxHandshakes %d must be at least 1", c.MaxHandshakes)
+	}
+	return nil
+}
+
+// Server accepts links from client nodes. Each client is known by the name
+// its certificate carries; a new link for a name replaces the older one.
+type Server struct {
+	cfg        ServerConfig
+	log        hclog.Logger
+	tls        *tls.Config
+	handshakes chan struct{} // one token per connection in handshake
+	logLimit   *rate.Limiter // bounds log lines about refused connections
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	pending   map[net.Conn]struct{}  // connections in handshake
+	sessions  map[*Session]struct{} // live sessions
+	wg        sync.WaitGroup        // one per connection being served
+}
+
+// NewServer returns a Server; call Serve to accept links.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		logLimit:   rate.NewLimiter(rate.Limit(5), 20),
+		listeners:  make(map[net.Listener]struct{}),
+		pending:    make(map[net.Conn]struct{}),
+		sessions:   make(map[*Session]struct{}),
+	}
+	s.tls = enforceServerTLS(cfg.TLS)
+	return s, nil
+}
+
+// enforceServerTLS returns a copy of c whose per-handshake configurations
+// are checked as well, so no GetConfigForClient can weaken the link.
+func enforceServerTLS(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	if inner := c.GetConfigForClient; inner != nil {
+		c.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			cc, err := inner(hi)
+			if err != nil || cc == nil {
+				return cc, err
+			}
+			if cc.MinVersion != tls.VersionTLS13 || cc.ClientAuth != tls.RequireAndVerifyClientCert || cc.InsecureSkipVerify {
+				return nil, errors.New("link: refusing a TLS config that is not TLS 1.3 with verified client certificates")
+			}
+			return cc, nil
+		}
+	}
+	return c
+}
+
+// Registry returns the server's registry of live sessions.
+func (s *Server) Registry() Registry { return s.cfg.Registry }
+
+// Peer returns the live session of the client named name, waiting for it
+// to connect until ctx ends.
+func (s *Server) Peer(ctx context.Context, name string) (*Session, error) {
+	return s.cfg.Registry.Lookup(ctx, name)
+}
+
+// Serve accepts links on ln until Close, and then returns ErrServerClosed.
+// It closes ln when it returns. Serve may be called for several listeners.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	var delay time.Duration // backoff on temporary accept errors, as net/http
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "error", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		delay = 0
+		select {
+		case s.handshakes <- struct{}{}:
+		default:
+			if s.logLimit.Allow() {
+				s.log.Warn("refusing connection: too many links in handshake", "remote", conn.RemoteAddr(), "limit", cap(s.handshakes))
+			}
+			conn.Close()
+			continue
+		}
+		if !s.track(conn) {
+			<-s.handshakes
+			conn.Close()
+			return ErrServerClosed
+		}
+		go s.serveConn(conn)
+	}
+}
+
+// isTemporary reports errors such as EMFILE that may go away by waiting.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// track records a connection in handshake; false once the server is closed.
+func (s *Server) track(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.pending[conn] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+// serveConn authenticates one connection and serves its session.
+func (s *Server) serveConn(conn net.Conn) {
+	defer s.wg.Done()
+	sess, err := s.handshake(conn)
+	s.mu.Lock()
+	delete(s.pending, conn)
+	if err == nil && s.closed {
+		err = ErrServerClosed
+	}
+	if err == nil {
+		s.sessions[sess] = struct{}{}
+	}
+	s.mu.Unlock()
+	<-s.handshakes
+	if err != nil {
+		conn.Close()
+		if sess != nil {
+			sess.mux.Close()
+		}
+		if !errors.Is(err, ErrServerClosed) && s.logLimit.Allow() {
+			s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
+		}
+		return
+	}
+
+	if old := s.cfg.Registry.Register(sess); old != nil {
+		s.log.Info("link replaced by a newer one", "peer", sess.peer, "old_remote", old.remote, "remote", sess.remote)
+		old.shutdown(ErrReplaced)
+	}
+	s.log.Info("link up", "peer", sess.peer, "remote", sess.remote, "software", sess.software)
+	sess.serve()
+	s.cfg.Registry.Unregister(sess)
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.log.Info("link down", "peer", sess.peer, "remote", sess.remote, "error", sess.Err(), "after", time.Since(sess.since).Round(time.Millisecond))
+}
+
+// handshake runs TLS and the hello on a new connection and returns its
+// session, not yet serving.
+func (s *Server) handshake(conn net.Conn) (*Session, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	tc := tls.Server(conn, s.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	state := tc.ConnectionState()
+	if len(state.PeerCertificates) == 0 || len(state.VerifiedChains) == 0 {
+		return nil, errors.New("client presented no verified certificate")
+	}
+	name, err := host.CertName(state.PeerCertificates[0])
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	hello, err := serverHello(tc, s.cfg.Software, s.cfg.MaxHeaderSize)
+	if err != nil {
+		return nil, fmt.Errorf("hello from %s: %w", name, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	mux, err := yamux.Server(muxConn{tc}, s.cfg.yamuxConfig())
+	if err != nil {
+		return nil, fmt.Errorf("start multiplexer: %w", err)
+	}
+	return newSession(&s.cfg.Config, mux, name, hello.Software, conn.RemoteAddr()), nil
+}
+
+// Sessions returns the live sessions, sorted by peer name.
+func (s *Server) Sessions() []*Session { return s.cfg.Registry.Sessions() }
+
+// Close stops every listener, ends every link (their events in flight fail
+// with link_lost) and waits until all of it is done.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.pending {
+		c.Close()
+	}
+	for sess := range s.sessions {
+		sess.shutdown(ErrClosed)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}

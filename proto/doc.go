@@ -1,0 +1,22 @@
+// Package proto holds restpipe's protocol buffer definitions and the Go code
+// generated from them. The packages are versioned from the start:
+//
+//   - restpipe.link.v1 (link/v1, Go package linkv1): the messages that travel
+//     on a link between two restpipe nodes.
+//   - restpipe.plugin.v1 (plugin/v1, Go package pluginv1): the gRPC service
+//     between the host and its plugins.
+//
+// The generated *.pb.go files are committed next to their .proto sources.
+// After editing a .proto file, regenerate them from the module root with
+//
+//	go tool task proto
+//
+// or directly with
+//
+//	go run ./proto/internal/gen
+//
+// which needs only the Go toolchain: no protoc and no installed plugins (see
+// proto/internal/gen). The tests in this directory fail when a committed file
+// differs from what the generator produces, is missing, or has no .proto
+// source left.
+package proto
