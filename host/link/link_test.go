@@ -231,9 +231,10 @@ func TestLinkDeathFailsEventsInFlight(t *testing.T) {
 		}
 	}
 	for _, s := range []*Session{cs, ss} {
-		if st := s.Stats(); st.EventsIn != 0 || st.EventsOut != 0 {
-			t.Errorf("stats after the cut = %+v, want nothing in flight", st)
-		}
+		waitFor(t, 2*time.Second, "nothing in flight after the cut", func() bool {
+			st := s.Stats()
+			return st.EventsIn == 0 && st.EventsOut == 0
+		})
 	}
 	cl.stop()
 	waitFor(t, 5*time.Second, "server to drop the session", func() bool { return len(srv.Sessions()) == 0 })

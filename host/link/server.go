@@ -67,7 +67,7 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
-	pending   map[net.Conn]struct{}  // connections in handshake
+	pending   map[net.Conn]struct{} // connections in handshake
 	sessions  map[*Session]struct{} // live sessions
 	wg        sync.WaitGroup        // one per connection being served
 }

@@ -295,6 +295,11 @@ func (s *Session) Handle(ctx context.Context, ev *host.Event) (*host.Reply, erro
 	st, err := s.mux.OpenStream()
 	if err != nil {
 		<-s.outSem
+		if errors.Is(err, yamux.ErrStreamsExhausted) {
+			// About two billion events on one session: start afresh.
+			s.log.Info("closing link: yamux stream ids exhausted")
+			s.shutdown(err)
+		}
 		return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: err,
 			Message: fmt.Sprintf("the link to %s closed before the event was sent: %v", s.peer, s.Err())}
 	}
@@ -305,8 +310,8 @@ func (s *Session) Handle(ctx context.Context, ev *host.Event) (*host.Reply, erro
 
 // outEvent is one event this side sent, until its reply is closed.
 type outEvent struct {
-	s   *Session
-	ctx context.Context
+	s    *Session
+	ctx  context.Context
 	st   *yamux.Stream
 	fr   *frameReader
 	body io.Reader // the request body, read by run or the body writer

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// envName is the environment variable that can set a flag:
+// --server-name is RESTPIPE_SERVER_NAME.
+func envName(flagName string) string {
+	return "RESTPIPE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseFlags parses args into fs, then sets every flag that was not on the
+// command line from its environment variable, when that is set.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return errUsage
+		}
+		return errUsage // fs has printed the problem
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		key := envName(f.Name)
+		if v := getenv(key); v != "" {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", key, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// newFlagSet returns a flag set for a command that reports to stderr.
+func newFlagSet(name string, stderr io.Writer, help string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: restpipe %s [flags]\n\n%s\nFlags (each also RESTPIPE_<FLAG> in the environment):\n", name, help)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// logFlags are the logging flags every node command has.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: trace, debug, info, warn or error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+}
+
+// logger builds the root logger the flags describe.
+func (l *logFlags) logger(name string, w io.Writer) (hclog.Logger, error) {
+	level := hclog.LevelFromString(l.level)
+	if level == hclog.NoLevel || strings.EqualFold(l.level, "off") {
+		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", l.level)
+	}
+	if l.format != "text" && l.format != "json" {
+		return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      level,
+		JSONFormat: l.format == "json",
+		Output:     w,
+	}), nil
+}

@@ -1,0 +1,266 @@
+package link
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/restpipe/restpipe/host"
+	linkv1 "github.com/restpipe/restpipe/proto/link/v1"
+)
+
+// TestJunkOnTheLinkPort sends garbage, plain HTTP and silent connections to
+// the link port: each is dropped, none costs more than its handshake
+// timeout, and real clients are served all along.
+func TestJunkOnTheLinkPort(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, func(c *ServerConfig) { c.HandshakeTimeout = 500 * time.Millisecond })
+
+	junk := map[string][]byte{
+		"garbage":    bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 4096),
+		"plain HTTP": []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+		"silent":     nil,
+	}
+	var conns []net.Conn
+	for name, b := range junk {
+		for range 20 {
+			c, err := net.Dial("tcp", srv.addr)
+			if err != nil {
+				t.Fatalf("%s: dial: %v", name, err)
+			}
+			conns = append(conns, c)
+			if b != nil {
+				c.Write(b)
+			}
+		}
+	}
+	// A real client gets in and is served while the junk is there.
+	cl := startClient(t, p, "a", srv.addr, nil)
+	sess := cl.waitUp(t, 5*time.Second)
+	if got, err := call(context.Background(), sess, "get", "whoami", nil); err != nil || !strings.HasPrefix(got, "server answers") {
+		t.Fatalf("event with junk around = %q, %v", got, err)
+	}
+	// Every junk connection is closed by the server within its timeout.
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("a junk connection was left open past the handshake timeout")
+		}
+		c.Close()
+	}
+	waitFor(t, 2*time.Second, "no connection in handshake", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.pending) == 0
+	})
+	if n := len(srv.Sessions()); n != 1 {
+		t.Errorf("sessions = %d, want just the real client", n)
+	}
+}
+
+func TestHandshakeLimit(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, func(c *ServerConfig) { c.MaxHandshakes = 4; c.HandshakeTimeout = time.Minute })
+	var silent []net.Conn
+	for range 4 {
+		c, err := net.Dial("tcp", srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	waitFor(t, 2*time.Second, "4 connections in handshake", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.pending) == 4
+	})
+	// The fifth is closed at once rather than queued.
+	c, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("connection over the limit: read = %v, want it closed", err)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
+	// With the slots free again, a client gets in.
+	cl := startClient(t, p, "a", srv.addr, nil)
+	cl.waitUp(t, 5*time.Second)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// rawLink dials the server with a valid certificate and returns the TLS
+// connection before the hello.
+func rawLink(t testing.TB, p *testPKI, addr, name string) *tls.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, p.clientTLS(t, name, "server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestProtocolVersionRefused(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, nil)
+	c := rawLink(t, p, srv.addr, "future")
+	if err := writeMsg(c, &linkv1.Hello{ProtocolVersion: 9, MinProtocolVersion: 7, Software: "restpipe 9"}); err != nil {
+		t.Fatal(err)
+	}
+	var w linkv1.Welcome
+	if err := readExact(c, 1<<16, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.ProtocolVersion != 0 || !strings.Contains(w.Refusal, "client speaks link protocol 7 to 9, this server speaks 1 to 1") {
+		t.Errorf("welcome = %v, want a refusal naming both ranges", &w)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("connection still open after the refusal")
+	}
+	if n := len(srv.Sessions()); n != 0 {
+		t.Errorf("sessions = %d, want 0", n)
+	}
+
+	// A client meeting a server from the future says why it gives up.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(raw, p.serverTLS(t, "server"))
+		defer tc.Close()
+		var h linkv1.Hello
+		if readExact(tc, 1<<16, &h) == nil {
+			writeMsg(tc, &linkv1.Welcome{Refusal: "this server speaks link protocol 9 only"})
+		}
+	}()
+	cl := &Client{cfg: ClientConfig{Config: DefaultConfig(), Addr: ln.Addr().String()}}
+	cl.cfg.Handler = newNodeHandler("a")
+	tlsCfg := p.clientTLS(t, "a", "server")
+	cl.cfg.TLS = func() *tls.Config { return tlsCfg }
+	cl.cfg.Dial = dialer.DialContext
+	_, err = cl.connect(context.Background())
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "protocol 9 only") {
+		t.Errorf("connect() = %v, want ErrRefused with the server's reason", err)
+	}
+}
+
+// peerMux completes a valid hello and returns a yamux session driven by the
+// test, to misbehave at the stream level.
+func peerMux(t testing.TB, p *testPKI, addr, name string) *yamux.Session {
+	t.Helper()
+	c := rawLink(t, p, addr, name)
+	if _, err := clientHello(c, "test", 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	m, err := yamux.Client(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestStreamLevelAbuse(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, func(c *ServerConfig) { c.HeaderTimeout = 300 * time.Millisecond; c.MaxInFlight = 16 })
+	good := startClient(t, p, "good", srv.addr, nil)
+	goodSess := good.waitUp(t, 5*time.Second)
+
+	t.Run("oversized header", func(t *testing.T) {
+		m := peerMux(t, p, srv.addr, "big")
+		st, err := m.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr := []byte{frameHeader}
+		hdr = binary.AppendUvarint(hdr, 1<<30) // 1 GiB announced
+		st.Write(hdr)
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := st.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("read after oversized header = %v, want the stream closed", err)
+		}
+		// The session survives one bad stream. (The raw peer answers no
+		// event, so one sent to it times out: one stuck stream fails only
+		// its own event.)
+		ss := srv.session(t, "big", time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err = call(ctx, ss, "get", "whoami", nil)
+		wantKind(t, err, host.KindTimeout)
+		if m.IsClosed() || ss.Err() != nil {
+			t.Error("one bad stream closed the whole session")
+		}
+	})
+
+	t.Run("stream without a header", func(t *testing.T) {
+		m := peerMux(t, p, srv.addr, "mute")
+		st, err := m.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte{frameHeader}) // then nothing
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := st.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("read = %v, want the server to give up on the stream", err)
+		}
+	})
+
+	t.Run("thousands of streams never read", func(t *testing.T) {
+		m := peerMux(t, p, srv.addr, "flood")
+		before := runtime.NumGoroutine()
+		for i := 0; i < 5000 && !m.IsClosed(); i++ {
+			st, err := m.OpenStream()
+			if err != nil {
+				break
+			}
+			// A valid event the peer then never reads the answer of.
+			writeMsg(st, &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Request{
+				Request: &linkv1.Request{Id: "x", Verb: "get", Noun: "block"}}})
+		}
+		select {
+		case <-m.CloseChan():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server kept a session whose peer opened 5000 streams")
+		}
+		waitFor(t, 5*time.Second, "the flood's goroutines to end", func() bool {
+			return runtime.NumGoroutine() <= before+10
+		})
+	})
+
+	// The well-behaved client never noticed.
+	if got, err := call(context.Background(), goodSess, "get", "whoami", nil); err != nil || got != "server answers get_whoami from good args=" {
+		t.Errorf("good client after the abuse = %q, %v", got, err)
+	}
+	if _, err := call(context.Background(), srv.session(t, "good", time.Second), "get", "whoami", nil); err != nil {
+		t.Errorf("server to good client after the abuse: %v", err)
+	}
+}
