@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -424,5 +426,22 @@ func TestOverloaded(t *testing.T) {
 	waitFor(t, 5*time.Second, "the slots to free", func() bool { return sess.Stats().EventsOut == 0 })
 	if _, err := call(context.Background(), sess, "get", "whoami", nil); err != nil {
 		t.Errorf("event after the load went = %v", err)
+	}
+}
+
+func TestIPv6Loopback(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	}
+	p := newPKI(t)
+	srv := startServerOn(t, p, ln, nil)
+	cl := startClient(t, p, "a", srv.addr, func(c *ClientConfig) {
+		tlsCfg := p.clientTLS(t, "a", "::1") // verified against the IP SAN
+		c.TLS = func() *tls.Config { return tlsCfg }
+	})
+	sess := cl.waitUp(t, 5*time.Second)
+	if got, err := call(context.Background(), sess, "get", "whoami", nil); err != nil || got != "server answers get_whoami from a args=" {
+		t.Errorf("event over IPv6 = %q, %v", got, err)
 	}
 }
