@@ -236,7 +236,7 @@ func (s *Session) serveEvent(ctx context.Context, st *yamux.Stream, fr *frameRea
 	if req.BodySize != 0 {
 		fr.startBody(req.BodySize)
 		fr.trailer = func(e *linkv1.Error) error { return errorFromWire(e) }
-		ev.Body = &eventBody{s: s, ctx: ctx, fr: fr}
+		ev.Body = &eventBody{s: s, ctx: ctx, st: st, fr: fr}
 	}
 
 	rep, err := s.cfg.Handler.Handle(ctx, ev)
@@ -261,7 +261,14 @@ func (s *Session) replyError(st *yamux.Stream, err error) {
 type eventBody struct {
 	s   *Session
 	ctx context.Context
+	st  *yamux.Stream
 	fr  *frameReader
+}
+
+// Close interrupts a blocked Read (the host.Event contract): once the
+// handler stops reading, nothing more is read from the stream.
+func (b *eventBody) Close() error {
+	return b.st.SetReadDeadline(past)
 }
 
 func (b *eventBody) Read(p []byte) (int, error) {

@@ -1,0 +1,134 @@
+package plugins
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+// Routes is where the manager publishes which handler serves which routes;
+// host/dispatch implements it.
+type Routes interface {
+	// Set makes h serve routes on behalf of owner, replacing what owner
+	// served before, or changes nothing and fails if another owner holds
+	// one of them.
+	Set(owner string, routes []string, h host.Handler) error
+	// Remove withdraws every route of owner.
+	Remove(owner string)
+}
+
+// Config configures a Manager.
+type Config struct {
+	// Dir is the plugins directory. Required; it must exist.
+	Dir string
+	// Node is the node the plugins run on, told to each plugin.
+	Node host.Node
+	// Routes receives the plugins' routes. Required.
+	Routes Routes
+	// Logger receives the manager's logs and, under each plugin's file
+	// name, the plugins' own. Default: a null logger.
+	Logger hclog.Logger
+
+	// PluginConfig is each plugin's configuration, by plugin file name,
+	// passed to the plugin before its first event.
+	PluginConfig map[string]map[string]string
+
+	// Checksums, when not nil, pins plugins: only files listed here (by
+	// file name) whose sha256 matches are started; any other is refused
+	// with a log line.
+	Checksums map[string][]byte
+
+	// AutoMTLS secures the connection to each plugin process with
+	// go-plugin's one-time certificates. Default true.
+	AutoMTLS bool
+
+	// StartTimeout bounds a plugin's start: launch, handshake and describe.
+	// Default 10s.
+	StartTimeout time.Duration
+
+	// MinRestart and MaxRestart bound the wait before restarting a crashed
+	// plugin; it doubles with each crash within CrashWindow. Defaults
+	// 100ms and 10s.
+	MinRestart time.Duration
+	MaxRestart time.Duration
+
+	// QuarantineAfter crashes within CrashWindow quarantine a plugin: it is
+	// not restarted until its file changes. Defaults 5 and 1m.
+	QuarantineAfter int
+	CrashWindow     time.Duration
+
+	// Settle is how long a new or changed file must stay unchanged before
+	// it is started, so a copy in progress is never launched half-written.
+	// Default 300ms.
+	Settle time.Duration
+
+	// Rescan is how often the directory is read in full, besides watching
+	// it for changes. Default 10s.
+	Rescan time.Duration
+
+	// DrainTimeout bounds how long a replaced or removed plugin's events in
+	// flight may run on its old process before it is killed. Default 5m.
+	DrainTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults; Dir and Routes must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Logger:          hclog.NewNullLogger(),
+		AutoMTLS:        true,
+		StartTimeout:    10 * time.Second,
+		MinRestart:      100 * time.Millisecond,
+		MaxRestart:      10 * time.Second,
+		QuarantineAfter: 5,
+		CrashWindow:     time.Minute,
+		Settle:          300 * time.Millisecond,
+		Rescan:          10 * time.Second,
+		DrainTimeout:    5 * time.Minute,
+	}
+}
+
+// Validate fills in defaults for zero fields and reports the first setting
+// that cannot work.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	if c.Dir == "" {
+		return errors.New("plugins: Dir is required")
+	}
+	st, err := os.Stat(c.Dir)
+	if err != nil {
+		return fmt.Errorf("plugins directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("plugins directory %s is not a directory", c.Dir)
+	}
+	if c.Routes == nil {
+		return errors.New("plugins: Routes is required")
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&c.StartTimeout, d.StartTimeout}, {&c.MinRestart, d.MinRestart}, {&c.MaxRestart, d.MaxRestart},
+		{&c.CrashWindow, d.CrashWindow}, {&c.Settle, d.Settle}, {&c.Rescan, d.Rescan}, {&c.DrainTimeout, d.DrainTimeout}} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < 0 {
+			return errors.New("plugins: durations must be positive")
+		}
+	}
+	if c.QuarantineAfter == 0 {
+		c.QuarantineAfter = d.QuarantineAfter
+	}
+	if c.MaxRestart < c.MinRestart {
+		return fmt.Errorf("plugins: MaxRestart %v is below MinRestart %v", c.MaxRestart, c.MinRestart)
+	}
+	return nil
+}

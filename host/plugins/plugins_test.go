@@ -1,0 +1,375 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+func TestPluginServesAndLogsUnderItsName(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "good")
+	e.start()
+	st := e.waitState("good", StateRunning, 5*time.Second)
+	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 6 || st.PID == 0 {
+		t.Errorf("status = %+v", st)
+	}
+	v, err := e.get("good/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _ := v["node"].(map[string]any)
+	if v["version"] != "1" || v["peer"] != "peer1" || node["Role"] != "server" || node["Name"] != "srv" {
+		t.Errorf("reply = %v, want version 1, peer1, node server/srv", v)
+	}
+	// Everything the handler prints reaches the log under the plugin's
+	// name, and the protocol survives it.
+	if _, b, err := e.call(context.Background(), "get", "good/print", nil); err != nil || string(b) != "printed" {
+		t.Fatalf("print route = %q, %v", b, err)
+	}
+	e.logs.wait(5*time.Second, "plugins.good", "printed to os.Stdout by a handler")
+	e.logs.wait(5*time.Second, "plugins.good", "written to file descriptor 1 by a handler")
+	e.logs.wait(5*time.Second, "[WARN]", "plugins.good", "logged by a handler", "answer=42")
+	if _, err := e.get("good/ok"); err != nil {
+		t.Errorf("event after printing = %v", err)
+	}
+}
+
+func TestCrashMidEventThenRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "crashy")
+	e.start()
+	before := e.waitState("crashy", StateRunning, 5*time.Second)
+	_, _, err := e.call(context.Background(), "get", "crashy/crash", nil)
+	wantKind(t, err, host.KindPluginUnavailable, "crashy")
+	waitFor(t, 5*time.Second, "a restart", func() bool {
+		st, _ := e.status("crashy")
+		return st.Restarts == 1 && st.State == StateRunning
+	})
+	st, _ := e.status("crashy")
+	if st.PID == before.PID {
+		t.Errorf("after the crash: %+v, want 1 restart and a new process", st)
+	}
+	for range 5 {
+		if _, err := e.get("crashy/ok"); err != nil {
+			t.Errorf("event after restart = %v", err)
+		}
+	}
+}
+
+func TestHungHandlerCostsOnlyItsEvent(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "hangs")
+	e.start()
+	e.waitState("hangs", StateRunning, 5*time.Second)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, _, err := e.call(ctx, "get", "hangs/hang", nil)
+			if host.KindOf(err) != host.KindTimeout {
+				t.Errorf("hung handler: %v, want timeout", err)
+			}
+		}()
+	}
+	// The plugin keeps serving other events meanwhile.
+	for range 10 {
+		if _, err := e.get("hangs/ok"); err != nil {
+			t.Errorf("event beside the hung ones = %v", err)
+		}
+	}
+	wg.Wait()
+	waitFor(t, 2*time.Second, "in-flight count back to 0", func() bool { return e.table.InFlight("hangs") == 0 })
+}
+
+func TestBrokenPluginsAreQuarantinedAndOthersServe(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.StartTimeout = time.Second })
+	e.install(bin("misbehave"), "good")
+	for _, name := range []string{"crash-on-start", "junk-stdout", "crash-loop"} {
+		e.install(bin("misbehave"), name)
+	}
+	e.start()
+	e.waitState("good", StateRunning, 5*time.Second)
+	for _, name := range []string{"crash-on-start", "junk-stdout", "crash-loop"} {
+		st := e.waitState(name, StateQuarantined, 20*time.Second)
+		if !strings.Contains(st.Error, "quarantined after 5 crashes") || st.PID != 0 {
+			t.Errorf("%s: %+v", name, st)
+		}
+	}
+	e.logs.wait(time.Second, "Unrecognized remote plugin message", "hello from a plugin that talks too early")
+	// crash-loop served for a moment, so its routes exist and now answer
+	// plugin_unavailable, saying why.
+	_, _, err := e.call(context.Background(), "get", "crash-loop/ok", nil)
+	wantKind(t, err, host.KindPluginUnavailable, "quarantined")
+	if _, err := e.get("good/ok"); err != nil {
+		t.Errorf("good plugin beside broken ones = %v", err)
+	}
+	// A new file lifts the quarantine: it is tried again (and here,
+	// crashing again, quarantined again after as many attempts).
+	starts := e.logs.count("plugin process started", "crash-on-start")
+	e.install(bin("misbehave-v2"), "crash-on-start")
+	e.logs.wait(5*time.Second, "plugin file changed", "crash-on-start")
+	waitFor(t, 10*time.Second, "5 more attempts", func() bool {
+		return e.logs.count("plugin process started", "crash-on-start") >= starts+5
+	})
+	e.waitState("crash-on-start", StateQuarantined, 10*time.Second)
+}
+
+func TestHangingHandshakeIsKilled(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.StartTimeout = 500 * time.Millisecond; c.QuarantineAfter = 2 })
+	e.install(bin("misbehave"), "hang-handshake")
+	e.install(bin("misbehave"), "good")
+	e.start()
+	e.waitState("good", StateRunning, 5*time.Second)
+	st := e.waitState("hang-handshake", StateQuarantined, 10*time.Second)
+	if st.PID != 0 {
+		t.Errorf("status = %+v", st)
+	}
+	e.logs.wait(time.Second, "hang-handshake", "timeout while waiting for plugin to start")
+}
+
+func TestRouteConflict(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "dup-route-a")
+	e.start()
+	e.waitState("dup-route-a", StateRunning, 5*time.Second)
+	e.install(bin("misbehave"), "dup-route-b")
+	st := e.waitState("dup-route-b", StateConflict, 5*time.Second)
+	if !strings.Contains(st.Error, `get_time is served by "dup-route-a"; "dup-route-b" cannot claim it`) {
+		t.Errorf("conflict error = %q, want both names", st.Error)
+	}
+	e.logs.wait(time.Second, "[ERROR]", "dup-route-b", "plugin not routed", "dup-route-a")
+	if owner := e.table.Routes()["get_time"]; owner != "dup-route-a" {
+		t.Errorf("get_time owned by %q, want the earlier dup-route-a", owner)
+	}
+	// When the earlier owner goes away, the waiting plugin takes over.
+	os.Remove(filepath.Join(e.dir, "dup-route-a"))
+	e.waitState("dup-route-b", StateRunning, 5*time.Second)
+	if owner := e.table.Routes()["get_time"]; owner != "dup-route-b" {
+		t.Errorf("get_time owned by %q after dup-route-a left, want dup-route-b", owner)
+	}
+}
+
+func TestHotReloadUnderLoad(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "svc")
+	e.start()
+	old := e.waitState("svc", StateRunning, 5*time.Second)
+
+	var (
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		ok, bad atomic.Int64
+		sawV2   atomic.Bool
+		errs    sync.Map
+	)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, b, err := e.call(ctx, "get", "svc/slow", nil)
+				cancel()
+				if err != nil {
+					bad.Add(1)
+					errs.Store(fmt.Sprintf("%d/%d", w, i), err.Error())
+					continue
+				}
+				ok.Add(1)
+				if strings.Contains(string(b), `"version":"2"`) {
+					sawV2.Store(true)
+				}
+			}
+		}()
+	}
+	waitFor(t, 5*time.Second, "load to flow", func() bool { return ok.Load() > 50 })
+	replaced := time.Now()
+	e.install(bin("misbehave-v2"), "svc")
+	waitFor(t, 2*time.Second, "the new version to answer", sawV2.Load)
+	t.Logf("new version answering %v after the file was replaced", time.Since(replaced).Round(time.Millisecond))
+	// Let some events run on the new version, then stop.
+	n := ok.Load()
+	waitFor(t, 5*time.Second, "more load", func() bool { return ok.Load() > n+50 })
+	stop.Store(true)
+	wg.Wait()
+	errs.Range(func(k, v any) bool { t.Errorf("event %v failed during the reload: %v", k, v); return true })
+	t.Logf("%d events, %d failed", ok.Load()+bad.Load(), bad.Load())
+	st := e.waitState("svc", StateRunning, time.Second)
+	if st.Version != "2" || st.PID == old.PID || st.Restarts != 0 {
+		t.Errorf("after reload: %+v", st)
+	}
+	waitFor(t, 5*time.Second, "the old process to exit", func() bool { return !alive(old.PID) })
+}
+
+func TestReplacedPluginFinishesItsEventsOnTheOldProcess(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "svc")
+	e.start()
+	old := e.waitState("svc", StateRunning, 5*time.Second)
+	res := make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ev := &host.Event{Verb: "get", Noun: "svc/slow", Query: map[string][]string{"ms": {"1500"}}}
+		rep, err := e.table.Handle(ctx, ev)
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		defer rep.Close()
+		var b strings.Builder
+		_, err = fmt.Fprint(&b, readAll(rep))
+		res <- b.String()
+	}()
+	waitFor(t, 5*time.Second, "the slow event in flight", func() bool { return e.table.InFlight("svc") == 1 })
+	e.install(bin("misbehave-v2"), "svc")
+	e.waitState("svc", StateRunning, 5*time.Second)
+	waitFor(t, 5*time.Second, "version 2", func() bool { st, _ := e.status("svc"); return st.Version == "2" })
+	if !alive(old.PID) {
+		t.Fatal("the old process was stopped with an event in flight")
+	}
+	if got := <-res; !strings.Contains(got, `"version":"1"`) {
+		t.Errorf("slow event = %q, want it answered by version 1", got)
+	}
+	waitFor(t, 5*time.Second, "the old process to exit", func() bool { return !alive(old.PID) })
+}
+
+func TestRemovedPluginIsWithdrawn(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "gone")
+	e.start()
+	st := e.waitState("gone", StateRunning, 5*time.Second)
+	removed := time.Now()
+	os.Remove(filepath.Join(e.dir, "gone"))
+	waitFor(t, 2*time.Second, "routes withdrawn", func() bool { _, ok := e.table.Routes()["get_gone_ok"]; return !ok })
+	t.Logf("withdrawn %v after removal", time.Since(removed).Round(time.Millisecond))
+	_, err := e.get("gone/ok")
+	wantKind(t, err, host.KindNoRoute, "get_gone_ok")
+	waitFor(t, 5*time.Second, "the process to exit", func() bool { return !alive(st.PID) })
+}
+
+func TestHalfWrittenFileIsNotStarted(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Settle = 400 * time.Millisecond })
+	e.start()
+	b, err := os.ReadFile(bin("misbehave"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Copy in place, slowly, the way cp into the directory would.
+	f, err := os.OpenFile(filepath.Join(e.dir, "copied"), os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(b) / 2
+	for off := 0; off < half; off += half / 4 {
+		f.Write(b[off:min(off+half/4, half)])
+		time.Sleep(100 * time.Millisecond) // a slow copy is the scenario
+	}
+	f.Write(b[half:])
+	f.Close()
+	e.waitState("copied", StateRunning, 5*time.Second)
+	if e.logs.has("crashed or failed to start", "copied") {
+		t.Error("the half-written file was launched")
+	}
+}
+
+func TestChecksumPinning(t *testing.T) {
+	good := sha256File(t, bin("misbehave"))
+	e := newEnv(t, func(c *Config) {
+		c.Checksums = map[string][]byte{"pinned": good, "wrong": make([]byte, 32)}
+	})
+	e.install(bin("misbehave"), "pinned")
+	e.install(bin("misbehave"), "wrong")
+	e.install(bin("misbehave"), "unlisted")
+	e.start()
+	e.waitState("pinned", StateRunning, 5*time.Second)
+	for _, name := range []string{"wrong", "unlisted"} {
+		st := e.waitState(name, StateRefused, 5*time.Second)
+		if !strings.Contains(st.Error, "checksum") {
+			t.Errorf("%s: %+v", name, st)
+		}
+	}
+	e.logs.wait(time.Second, "plugin refused", "wrong", "does not match the checksum manifest")
+}
+
+func TestMisconfiguredPlugin(t *testing.T) {
+	e := newEnv(t, nil)
+	e.install(bin("misbehave"), "misconfigured")
+	e.start()
+	st := e.waitState("misconfigured", StateMisconfigured, 5*time.Second)
+	if !strings.Contains(st.Error, `setting "color" is required`) {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestPluginConfigReachesThePlugin(t *testing.T) {
+	if _, err := os.Stat(bin("files")); err != nil {
+		t.Skip("the files example plugin is not built yet")
+	}
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello from the root"), 0o644)
+	e := newEnv(t, func(c *Config) { c.PluginConfig = map[string]map[string]string{"files": {"root": root}} })
+	e.install(bin("files"), "files")
+	e.start()
+	e.waitState("files", StateRunning, 5*time.Second)
+	_, b, err := e.call(context.Background(), "get", "files", nil, "hello.txt")
+	if err != nil || string(b) != "hello from the root" {
+		t.Errorf("get_files hello.txt = %q, %v", b, err)
+	}
+}
+
+func sha256File(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+func readAll(rep *host.Reply) string {
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := rep.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}
+
+func alive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	defer p.Release()
+	// A zombie still answers signal 0; reaped processes do not.
+	return p.Signal(syscallZero) == nil
+}
+
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

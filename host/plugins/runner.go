@@ -1,0 +1,98 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin/runner"
+)
+
+// procRunner runs one plugin process for go-plugin. Unlike go-plugin's own
+// runner it tells us when the process exits (exited), runs the plugin in
+// its own process group so that killing it also kills what it started, and
+// asks the kernel to kill the plugin if the daemon dies (Linux).
+type procRunner struct {
+	log    hclog.Logger
+	cmd    *exec.Cmd
+	stdout io.ReadCloser
+	stderr io.ReadCloser
+	exited chan struct{} // closed when the process has exited and been reaped
+	pid    atomic.Int64  // set once started; Kill may read it from another goroutine
+}
+
+var _ runner.Runner = (*procRunner)(nil)
+
+func newProcRunner(log hclog.Logger, cmd *exec.Cmd) (*procRunner, error) {
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = procAttr()
+	return &procRunner{log: log, cmd: cmd, stdout: stdout, stderr: stderr, exited: make(chan struct{})}, nil
+}
+
+func (r *procRunner) Start(context.Context) error {
+	if err := r.cmd.Start(); err != nil {
+		close(r.exited)
+		return err
+	}
+	r.pid.Store(int64(r.cmd.Process.Pid))
+	r.log.Debug("plugin process started", "path", r.cmd.Path, "pid", r.cmd.Process.Pid)
+	return nil
+}
+
+// Wait is called once by go-plugin, after the process's output is drained.
+func (r *procRunner) Wait(context.Context) error {
+	err := r.cmd.Wait()
+	close(r.exited)
+	return err
+}
+
+// Kill kills the plugin's whole process group.
+func (r *procRunner) Kill(context.Context) error {
+	pid := int(r.pid.Load())
+	if pid <= 0 {
+		return nil
+	}
+	err := syscall.Kill(-pid, syscall.SIGKILL)
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill plugin process group %d: %w", pid, err)
+	}
+	return nil
+}
+
+func (r *procRunner) Stdout() io.ReadCloser { return r.stdout }
+func (r *procRunner) Stderr() io.ReadCloser { return r.stderr }
+func (r *procRunner) Name() string          { return r.cmd.Path }
+func (r *procRunner) ID() string            { return strconv.FormatInt(r.pid.Load(), 10) }
+
+func (r *procRunner) Diagnose(context.Context) string {
+	st, err := os.Stat(r.cmd.Path)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("the plugin file cannot be read: %v", err)
+	case st.Mode().Perm()&0o111 == 0:
+		return "the plugin file is not executable"
+	}
+	return "the plugin must be built with restpipe's plugin SDK and call Serve, and print nothing to stdout before it"
+}
+
+func (r *procRunner) PluginToHost(network, addr string) (string, string, error) {
+	return network, addr, nil
+}
+
+func (r *procRunner) HostToPlugin(network, addr string) (string, string, error) {
+	return network, addr, nil
+}

@@ -1,0 +1,356 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Plugin states, as /status shows them.
+const (
+	StateStarting      = "starting"
+	StateRunning       = "running"
+	StateRestarting    = "restarting"    // crashed; restarting after a backoff
+	StateQuarantined   = "quarantined"   // crashed too often; waits for a new file
+	StateMisconfigured = "misconfigured" // refused its configuration
+	StateRefused       = "refused"       // not started: checksum pinning or a bad plugin
+	StateConflict      = "conflict"      // another plugin serves one of its routes
+	StateStopped       = "stopped"
+)
+
+// Status describes one plugin.
+type Status struct {
+	// File is the plugin's file name in the plugins directory: its
+	// identity, the owner of its routes, and the key of its configuration.
+	File string `json:"file"`
+	// Name and Version are what the plugin says it is.
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Routes are the route names it serves.
+	Routes []string `json:"routes"`
+	// State is one word: see the State constants.
+	State string `json:"state"`
+	// Restarts counts restarts after crashes.
+	Restarts int `json:"restarts"`
+	// PID is the plugin process, 0 when none runs.
+	PID int `json:"pid,omitempty"`
+	// SHA256 is the hash of the binary running, in hex (first 12 digits).
+	SHA256 string `json:"sha256,omitempty"`
+	// Error is why the plugin is not running, if it is not.
+	Error string `json:"error,omitempty"`
+	// InFlight counts its events in flight.
+	InFlight int `json:"in_flight"`
+}
+
+// supervisor keeps one plugin file's process running: it starts it,
+// publishes its routes, restarts it after crashes, swaps in new versions
+// and quarantines it when it keeps crashing.
+type supervisor struct {
+	m    *Manager
+	file string
+	path string
+	log  hclog.Logger
+	h    *pluginHandle
+	wake chan struct{} // a new file version, a removal, or freed routes
+	done chan struct{} // closed when run returns
+	// tried is closed after the first start attempt.
+	tried     chan struct{}
+	triedOnce sync.Once
+
+	mu        sync.Mutex
+	want      []byte // hash of the file to run; nil once removed
+	removed   bool
+	freed     bool // routes were freed elsewhere: retry a conflict
+	status    Status
+	published []string // routes held in the table
+}
+
+func newSupervisor(m *Manager, file, path string, hash []byte) *supervisor {
+	return &supervisor{
+		m:      m,
+		file:   file,
+		path:   path,
+		log:    m.log.With("plugin", file),
+		h:      &pluginHandle{file: file},
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		tried:  make(chan struct{}),
+		want:   hash,
+		status: Status{File: file, Name: file, State: StateStarting, Routes: []string{}},
+	}
+}
+
+// update asks for the file version hash to run.
+func (s *supervisor) update(hash []byte) {
+	s.mu.Lock()
+	s.want = hash
+	s.mu.Unlock()
+	s.poke()
+}
+
+// remove asks the supervisor to withdraw the plugin and stop.
+func (s *supervisor) remove() {
+	s.mu.Lock()
+	s.removed = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *supervisor) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *supervisor) target() (want []byte, removed, freed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	freed, s.freed = s.freed, false
+	return s.want, s.removed, freed
+}
+
+// peek returns what the supervisor was last asked to run.
+func (s *supervisor) peek() ([]byte, bool, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.want, s.removed, s.freed
+}
+
+// retryConflict asks a supervisor whose routes were taken to try again.
+func (s *supervisor) retryConflict() {
+	s.mu.Lock()
+	s.freed = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *supervisor) setStatus(f func(*Status)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.status)
+}
+
+// snapshot returns the plugin's status now.
+func (s *supervisor) snapshot() Status {
+	s.mu.Lock()
+	st := s.status
+	st.Routes = slices.Clone(st.Routes)
+	s.mu.Unlock()
+	if in := s.h.cur.Load(); in != nil {
+		in.mu.Lock()
+		st.InFlight = in.inFlight
+		in.mu.Unlock()
+	}
+	return st
+}
+
+// run supervises the plugin until ctx ends or the file is removed.
+func (s *supervisor) run(ctx context.Context) {
+	defer close(s.done)
+	defer s.triedOnce.Do(func() { close(s.tried) })
+	var (
+		cur     *instance      // the process serving, or nil
+		drains  sync.WaitGroup // replaced processes finishing their events
+		crashes []time.Time    // recent crashes, for backoff and quarantine
+		retry   <-chan time.Time // when to restart after a crash
+		tried   []byte           // the hash last started
+		stuck   []byte           // a hash that cannot run: not retried until the file changes
+	)
+	defer drains.Wait()
+	stop := func() {
+		s.unpublish()
+		if cur != nil {
+			s.h.setUnavailable("plugin " + s.file + " is stopping")
+			s.drainAndKill(ctx, cur)
+			cur = nil
+		}
+	}
+
+	for {
+		want, removed, freed := s.target()
+		if freed && s.snapshot().State == StateConflict {
+			stuck = nil
+		}
+		if !bytes.Equal(want, tried) {
+			// A new file: whatever held the old one back does not apply.
+			retry, stuck, crashes = nil, nil, nil
+		}
+		switch {
+		case removed:
+			stop()
+			s.setStatus(func(st *Status) { st.State, st.PID, st.Error = StateStopped, 0, "removed from the plugins directory" })
+			s.log.Info("plugin removed")
+			return
+		case ctx.Err() != nil:
+			stop()
+			s.setStatus(func(st *Status) { st.State, st.PID = StateStopped, 0 })
+			return
+		}
+
+		needStart := (cur == nil || !bytes.Equal(cur.hash, want)) && !bytes.Equal(stuck, want) && retry == nil
+		if needStart {
+			if cur == nil {
+				s.setStatus(func(st *Status) { st.State = StateStarting })
+			}
+			tried = want
+			inst, err := s.m.startInstance(ctx, s.path, want)
+			s.triedOnce.Do(func() { close(s.tried) })
+			switch {
+			case err == nil:
+				if perr := s.publish(inst); perr != nil {
+					s.log.Error("plugin not routed: a route is taken", "error", perr)
+					inst.kill()
+					stuck = want
+					if cur == nil {
+						s.setStatus(func(st *Status) { st.State, st.Error = StateConflict, perr.Error() })
+					}
+					break
+				}
+				old := cur
+				cur, stuck = inst, nil
+				s.h.cur.Store(inst)
+				s.setStatus(func(st *Status) {
+					st.State, st.Error = StateRunning, ""
+					st.Name, st.Version = inst.desc.Name, inst.desc.Version
+					st.Routes, st.PID, st.SHA256 = slices.Clone(inst.routes), inst.pid(), shortHash(inst.hash)
+				})
+				if old != nil {
+					s.log.Info("plugin replaced by a new version", "name", inst.desc.Name, "version", inst.desc.Version,
+						"sha256", shortHash(inst.hash), "old_sha256", shortHash(old.hash))
+					drains.Add(1)
+					go func() { defer drains.Done(); s.drainAndKill(ctx, old) }()
+				} else {
+					s.log.Info("plugin running", "name", inst.desc.Name, "version", inst.desc.Version,
+						"routes", inst.routes, "pid", inst.pid(), "sha256", shortHash(inst.hash))
+				}
+			case ctx.Err() != nil:
+				continue
+			case isPermanent(err):
+				stuck = want
+				state := StateRefused
+				if errors.Is(err, errMisconfigured) {
+					state = StateMisconfigured
+				}
+				s.log.Error("plugin refused", "error", err)
+				if cur == nil {
+					s.h.setUnavailable(fmt.Sprintf("plugin %s is %s: %v", s.file, state, err))
+					s.setStatus(func(st *Status) { st.State, st.Error = state, err.Error() })
+				}
+			case cur != nil:
+				// A new version failed to start; the running one keeps
+				// serving until the file changes again.
+				stuck = want
+				s.log.Error("new plugin version failed to start; keeping the running one", "error", err)
+			default:
+				crashes = s.crashed(crashes, err)
+				if retry = s.backoff(crashes); retry == nil {
+					stuck = want
+				}
+			}
+		}
+
+		var exited <-chan struct{}
+		if cur != nil {
+			exited = cur.exited()
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+		case <-retry:
+			retry = nil
+		case <-exited:
+			s.h.cur.CompareAndSwap(cur, nil)
+			cur.kill()
+			cur = nil
+			crashes = s.crashed(crashes, errors.New("plugin process exited"))
+			if retry = s.backoff(crashes); retry == nil {
+				stuck = want
+			}
+		}
+	}
+}
+
+// crashed records a crash or failed start and logs it.
+func (s *supervisor) crashed(crashes []time.Time, err error) []time.Time {
+	now := time.Now()
+	recent := crashes[:0]
+	for _, t := range crashes {
+		if now.Sub(t) < s.m.cfg.CrashWindow {
+			recent = append(recent, t)
+		}
+	}
+	recent = append(recent, now)
+	s.log.Error("plugin crashed or failed to start", "error", err, "recent_crashes", len(recent))
+	return recent
+}
+
+// backoff returns when to restart after the recent crashes, or nil (never,
+// until the file changes) once they quarantine the plugin.
+func (s *supervisor) backoff(crashes []time.Time) <-chan time.Time {
+	n := len(crashes)
+	if n >= s.m.cfg.QuarantineAfter {
+		msg := fmt.Sprintf("plugin %s is quarantined after %d crashes within %v; replace its file to try again", s.file, n, s.m.cfg.CrashWindow)
+		s.log.Error("plugin quarantined", "crashes", n, "window", s.m.cfg.CrashWindow)
+		s.h.setUnavailable(msg)
+		s.setStatus(func(st *Status) { st.State, st.PID, st.Error = StateQuarantined, 0, msg })
+		return nil
+	}
+	d := s.m.cfg.MinRestart << (n - 1)
+	if d > s.m.cfg.MaxRestart || d <= 0 {
+		d = s.m.cfg.MaxRestart
+	}
+	msg := fmt.Sprintf("plugin %s is restarting after a crash", s.file)
+	s.h.setUnavailable(msg)
+	s.setStatus(func(st *Status) { st.State, st.PID, st.Error = StateRestarting, 0, msg; st.Restarts++ })
+	return time.After(d)
+}
+
+// publish puts inst's routes in the table, if they changed.
+func (s *supervisor) publish(inst *instance) error {
+	if slices.Equal(s.published, inst.routes) {
+		return nil
+	}
+	if err := s.m.cfg.Routes.Set(s.file, inst.routes, s.h); err != nil {
+		return err
+	}
+	s.published = slices.Clone(inst.routes)
+	return nil
+}
+
+// unpublish withdraws the plugin's routes, and lets plugins waiting for
+// them try again.
+func (s *supervisor) unpublish() {
+	if s.published == nil {
+		return
+	}
+	s.m.cfg.Routes.Remove(s.file)
+	s.published = nil
+	s.m.routesFreed(s)
+}
+
+// drainAndKill lets in's events in flight finish (within DrainTimeout, or
+// until ctx ends), then stops the process.
+func (s *supervisor) drainAndKill(ctx context.Context, in *instance) {
+	t := time.NewTimer(s.m.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-in.drain():
+	case <-t.C:
+		s.log.Warn("killing a replaced plugin process with events still in flight", "pid", in.pid())
+	case <-ctx.Done():
+	}
+	in.kill()
+}
+
+// isPermanent reports start failures that retrying the same file cannot
+// fix.
+func isPermanent(err error) bool {
+	return errors.Is(err, errMisconfigured) || errors.Is(err, errPinned) || errors.Is(err, errBadPlugin)
+}

@@ -1,0 +1,91 @@
+// Command misbehave is a test plugin whose behaviour depends on the name it
+// is installed under, so one binary plays every misbehaving plugin:
+//
+//	crash-on-start   exits before serving
+//	junk-stdout      prints to stdout before serving (breaks the handshake)
+//	hang-handshake   never serves
+//	crash-loop       serves, then exits 100ms after describing itself, every time
+//	dup-route*       serves get_time, as the time plugin and every other
+//	                 dup-route* file do
+//	misconfigured    refuses its configuration
+//	anything else    serves, under noun <name>/...:
+//	                 ok (pid and version), crash (exits mid-event), hang
+//	                 (ignores its context), print (writes to stdout and to
+//	                 file descriptor 1), slow (?ms=N or until canceled),
+//	                 and post echo
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	pluginsdk "github.com/restpipe/restpipe/plugin-sdk"
+)
+
+// version is set with -ldflags "-X main.version=2" to build a second version.
+var version = "1"
+
+func main() {
+	name := filepath.Base(os.Args[0])
+	switch name {
+	case "crash-on-start":
+		os.Exit(3)
+	case "junk-stdout":
+		fmt.Println("hello from a plugin that talks too early")
+	case "hang-handshake":
+		select {}
+	}
+	p := pluginsdk.New(name, version)
+	if name == "crash-loop" {
+		// Crash shortly after describing itself, so its routes are
+		// published first.
+		p.Configure(func(pluginsdk.Config) error {
+			go func() { time.Sleep(100 * time.Millisecond); os.Exit(4) }()
+			return nil
+		})
+	}
+	if strings.HasPrefix(name, "dup-route") {
+		p.Handle("get", "time", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
+			return pluginsdk.JSON("dup"), nil
+		})
+		p.Serve()
+	}
+	if name == "misconfigured" {
+		p.Configure(func(c pluginsdk.Config) error { return errors.New("setting \"color\" is required") })
+	}
+	p.Handle("get", name+"/ok", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		return pluginsdk.JSON(map[string]any{"pid": os.Getpid(), "version": version, "peer": ev.Peer, "node": ev.Node}), nil
+	})
+	p.Handle("get", name+"/crash", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		os.Exit(2)
+		return nil, nil
+	})
+	p.Handle("get", name+"/hang", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		select {}
+	})
+	p.Handle("get", name+"/print", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		fmt.Println("printed to os.Stdout by a handler")
+		os.NewFile(1, "fd1").WriteString("written to file descriptor 1 by a handler\n")
+		p.Logger().Warn("logged by a handler", "answer", 42)
+		return pluginsdk.Text("printed"), nil
+	})
+	p.Handle("get", name+"/slow", func(ctx context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		ms, _ := strconv.Atoi(ev.QueryValue("ms"))
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return pluginsdk.JSON(map[string]any{"slept_ms": ms, "version": version}), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	p.Handle("post", name+"/echo", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		return pluginsdk.Stream(ev.ContentType, ev.Body, ev.Size), nil
+	})
+	p.Serve()
+}

@@ -1,0 +1,103 @@
+package pluginsdk
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+)
+
+// Reply is a handler's answer.
+type Reply struct {
+	// Status is the HTTP status the caller gets; 0 means 200.
+	Status int
+	// Code is the X-Event-Return-Code the caller gets; 0 by default.
+	Code int
+	// ContentType is the body's media type.
+	ContentType string
+	// Body is the reply body, streamed to the caller; nil for none. If it
+	// implements io.Closer it is closed once sent, or when sending fails.
+	Body io.Reader
+	// Size is the body's length, or -1 when unknown.
+	Size int64
+}
+
+// JSON returns a 200 reply whose body is v encoded as JSON, the usual way
+// to answer. If v cannot be encoded, the reply is a handler failure.
+func JSON(v any) *Reply {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return &Reply{Status: 500, Code: 251, ContentType: "application/json",
+			Body: errorJSON(fmt.Errorf("encode reply: %w", err)), Size: -1}
+	}
+	return Bytes("application/json", b)
+}
+
+// errorJSON is a handler_failed body for a reply that could not be built.
+func errorJSON(err error) io.Reader {
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"kind": "handler_failed", "message": err.Error(),
+		"exception": map[string]string{"message": err.Error(), "class": "json.MarshalerError"},
+	}})
+	return bytes.NewReader(b)
+}
+
+// Bytes returns a 200 reply with body b of the given content type.
+func Bytes(contentType string, b []byte) *Reply {
+	return &Reply{ContentType: contentType, Body: bytes.NewReader(b), Size: int64(len(b))}
+}
+
+// Text returns a 200 text/plain reply.
+func Text(s string) *Reply {
+	return &Reply{ContentType: "text/plain; charset=utf-8", Body: strings.NewReader(s), Size: int64(len(s))}
+}
+
+// Stream returns a 200 reply that streams r, of size bytes (-1: unknown).
+// If r implements io.Closer it is closed once sent.
+func Stream(contentType string, r io.Reader, size int64) *Reply {
+	return &Reply{ContentType: contentType, Body: r, Size: size}
+}
+
+// WithStatus sets the reply's HTTP status and returns the reply.
+func (r *Reply) WithStatus(status int) *Reply { r.Status = status; return r }
+
+// WithCode sets the reply's X-Event-Return-Code and returns the reply.
+func (r *Reply) WithCode(code int) *Reply { r.Code = code; return r }
+
+// Exception is RestPipe's exception object. A handler may return one to
+// choose the class the caller sees; any other error becomes one whose class
+// is the error's Go type.
+type Exception struct {
+	Message   string
+	Class     string
+	Traceback string
+}
+
+func (e *Exception) Error() string { return e.Class + ": " + e.Message }
+
+// exceptionOf describes err as an Exception.
+func exceptionOf(err error) *Exception {
+	if e, ok := err.(*Exception); ok {
+		return e
+	}
+	return &Exception{Message: err.Error(), Class: className(err)}
+}
+
+// className is a Go error's type name without its pointer star, such as
+// "fs.PathError" or "errors.errorString".
+func className(err error) string {
+	t := reflect.TypeOf(err)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.PkgPath() == "" {
+		return t.String()
+	}
+	pkg := t.PkgPath()
+	if i := strings.LastIndexByte(pkg, '/'); i >= 0 {
+		pkg = pkg[i+1:]
+	}
+	return pkg + "." + t.Name()
+}
