@@ -83,3 +83,30 @@ func (l *logFlags) logger(name string, w io.Writer) (hclog.Logger, error) {
 		Output:     w,
 	}), nil
 }
+
+// pluginConfigFlag collects --plugin-config NAME.KEY=VALUE settings, by
+// plugin file name.
+type pluginConfigFlag map[string]map[string]string
+
+func (p pluginConfigFlag) String() string { return "" }
+
+// Set adds one setting, or several separated by commas (the form the
+// environment variable takes).
+func (p pluginConfigFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		kv, value, ok := strings.Cut(item, "=")
+		name, key, ok2 := strings.Cut(kv, ".")
+		if !ok || !ok2 || name == "" || key == "" {
+			return fmt.Errorf("%q: want NAME.KEY=VALUE", item)
+		}
+		if p[name] == nil {
+			p[name] = map[string]string{}
+		}
+		p[name][key] = value
+	}
+	return nil
+}

@@ -15,8 +15,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/dispatch"
 	"github.com/restpipe/restpipe/host/link"
 	"github.com/restpipe/restpipe/host/pki"
+	"github.com/restpipe/restpipe/host/plugins"
 )
 
 // nodeConfig is everything a node needs, whatever set it: flags, the
@@ -32,25 +34,51 @@ type nodeConfig struct {
 	// verifies in the server's certificate.
 	Server     string
 	ServerName string
+
+	// PluginsDir is the plugins directory; "" runs no plugins.
+	PluginsDir string
+	// PluginConfig is each plugin's configuration, by plugin file name.
+	PluginConfig map[string]map[string]string
+	// Checksums pins plugins when not nil (see plugins.Config).
+	Checksums map[string][]byte
 }
 
 // node is one running restpipe node.
 type node struct {
-	cfg    nodeConfig
-	log    hclog.Logger
-	server *link.Server // server role
-	ln     net.Listener // server role: the link listener
-	client *link.Client // client role
+	cfg     nodeConfig
+	log     hclog.Logger
+	table   *dispatch.Table  // this node's routes, served by its plugins
+	plugins *plugins.Manager // nil without a plugins directory
+	server  *link.Server     // server role
+	ln      net.Listener     // server role: the link listener
+	client  *link.Client     // client role
 }
 
 // newNode builds a node and binds its listeners, so that address errors
 // surface before anything runs.
 func newNode(cfg nodeConfig) (*node, error) {
 	n := &node{cfg: cfg, log: cfg.Logger}
+	table, err := dispatch.New(dispatch.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	n.table = table
+	if cfg.PluginsDir != "" {
+		pc := plugins.DefaultConfig()
+		pc.Dir = cfg.PluginsDir
+		pc.Node = host.Node{Role: cfg.Role, Name: cfg.Store.Identity().Name}
+		pc.Routes = table
+		pc.Logger = cfg.Logger.Named("plugins")
+		pc.PluginConfig = cfg.PluginConfig
+		pc.Checksums = cfg.Checksums
+		if n.plugins, err = plugins.New(pc); err != nil {
+			return nil, err
+		}
+	}
 	lc := link.DefaultConfig()
 	lc.Logger = cfg.Logger.Named("link")
 	lc.Software = software()
-	lc.Handler = noRoutes{}
+	lc.Handler = table
 	switch cfg.Role {
 	case host.RoleServer:
 		srv, err := link.NewServer(link.ServerConfig{Config: lc, TLS: cfg.Store.ServerTLS()})
@@ -83,8 +111,24 @@ func newNode(cfg nodeConfig) (*node, error) {
 func (n *node) linkAddr() string { return n.ln.Addr().String() }
 
 // run serves until ctx ends, then shuts the node down and returns once
-// everything it started has stopped.
+// everything it started has stopped. Plugins stop last, after the link.
 func (n *node) run(ctx context.Context) error {
+	if n.plugins != nil {
+		pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan error, 1)
+		go func() { done <- n.plugins.Run(pctx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				n.log.Error("plugins", "error", err)
+			}
+		}()
+	}
+	return n.runLink(ctx)
+}
+
+// runLink runs the link until ctx ends.
+func (n *node) runLink(ctx context.Context) error {
 	name := n.cfg.Store.Identity().Name
 	switch n.cfg.Role {
 	case host.RoleServer:
@@ -106,13 +150,6 @@ func (n *node) run(ctx context.Context) error {
 	}
 }
 
-// noRoutes answers every event with no_route until handlers exist.
-type noRoutes struct{}
-
-func (noRoutes) Handle(_ context.Context, ev *host.Event) (*host.Reply, error) {
-	return nil, host.Errorf(host.KindNoRoute, "this node has no handler for %s", ev.Route())
-}
-
 // runNode runs `restpipe server` or `restpipe client`.
 func runNode(ctx context.Context, role string, args []string, stderr io.Writer, getenv func(string) string) error {
 	help := "Run the server node: accept links from client nodes."
@@ -125,6 +162,9 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 		listen, server string
 		serverName     string
 		logs           logFlags
+		pluginsDir     string
+		pluginConfig   = pluginConfigFlag{}
+		checksumsFile  string
 	)
 	fs.StringVar(&files.CA, "ca", "", "PEM file of the CA that signs every node's certificate (required)")
 	fs.StringVar(&files.Cert, "cert", "", "PEM file of this node's certificate (required)")
@@ -135,6 +175,9 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 		fs.StringVar(&server, "server", "", "address of the server's link, host:port (required)")
 		fs.StringVar(&serverName, "server-name", "", "name to verify in the server's certificate (default: the host part of --server)")
 	}
+	fs.StringVar(&pluginsDir, "plugins", "", "directory of handler plugins: every executable file in it is one (default: none)")
+	fs.Var(pluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
+	fs.StringVar(&checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `FILE`; only files listed there with that hash are started")
 	logs.register(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
@@ -146,7 +189,18 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 	if files.CA == "" || files.Cert == "" || files.Key == "" {
 		return errors.New("--ca, --cert and --key are required (or RESTPIPE_CA, RESTPIPE_CERT, RESTPIPE_KEY)")
 	}
-	cfg := nodeConfig{Role: host.Role(role), Listen: listen, Server: server}
+	cfg := nodeConfig{Role: host.Role(role), Listen: listen, Server: server, PluginsDir: pluginsDir, PluginConfig: pluginConfig}
+	if checksumsFile != "" {
+		f, err := os.Open(checksumsFile)
+		if err != nil {
+			return fmt.Errorf("--plugin-checksums: %w", err)
+		}
+		cfg.Checksums, err = plugins.ParseChecksums(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--plugin-checksums %s: %w", checksumsFile, err)
+		}
+	}
 	if role == "client" {
 		if server == "" {
 			return errors.New("--server is required (or RESTPIPE_SERVER)")
