@@ -2,19 +2,37 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/pki"
 )
 
+// devPlugins are the example plugins the demo builds and runs.
+var devPlugins = []string{"time", "cat", "echo", "files"}
+
 // runDev runs `restpipe dev`: a server node and a client node in one
-// process on loopback, with a PKI made in memory for this run only.
+// process on loopback, with a PKI made in memory for this run only and the
+// example plugins, and prints the curl lines to try.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	fs := newFlagSet("dev", stderr, "Run the demo: a server and a client node on loopback with a throw-away PKI.")
-	var logs logFlags
+	fs := newFlagSet("dev", stderr, "Run the demo: a server and a client node on loopback, with a throw-away PKI and the example plugins.")
+	var (
+		logs       logFlags
+		serverHTTP string
+		clientHTTP string
+		pluginsDir string
+	)
+	fs.StringVar(&serverHTTP, "server-http", "127.0.0.1:8080", "`address` of the server node's gateway")
+	fs.StringVar(&clientHTTP, "client-http", "127.0.0.1:8081", "`address` of the client node's gateway")
+	fs.StringVar(&pluginsDir, "plugins", "", "`directory` of plugins to run (default: build the example plugins from this source tree)")
 	logs.register(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
@@ -23,6 +41,33 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
+
+	work, err := os.MkdirTemp("", "restpipe-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if pluginsDir == "" {
+		pluginsDir = filepath.Join(work, "plugins")
+		fmt.Fprintln(stdout, "restpipe dev: building the example plugins...")
+		if err := buildExamplePlugins(ctx, pluginsDir); err != nil {
+			return err
+		}
+	}
+	// The files plugin serves a directory of its own on each node.
+	roots := map[host.Role]string{}
+	for _, role := range []host.Role{host.RoleServer, host.RoleClient} {
+		root := filepath.Join(work, "files-"+string(role))
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return err
+		}
+		hello := fmt.Sprintf("hello from the %s node's files plugin\n", role)
+		if err := os.WriteFile(filepath.Join(root, "hello.txt"), []byte(hello), 0o644); err != nil {
+			return err
+		}
+		roots[role] = root
+	}
+
 	ca, err := pki.NewCA(pki.CAOptions{CommonName: "restpipe dev CA (throw-away)"})
 	if err != nil {
 		return err
@@ -32,7 +77,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		if err != nil {
 			return nil, err
 		}
-		id, err := pki.NewIdentity(ca.CertPEM(), certPEM, keyPEM, timeNow())
+		id, err := pki.NewIdentity(ca.CertPEM(), certPEM, keyPEM, time.Now())
 		if err != nil {
 			return nil, err
 		}
@@ -46,18 +91,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
-
-	srv, err := newNode(nodeConfig{Role: host.RoleServer, Store: serverID, Logger: log.Named("server"), Listen: "127.0.0.1:0"})
-	if err != nil {
-		return err
+	base := nodeConfig{
+		EventTimeout: 30 * time.Second,
+		PeerWait:     10 * time.Second,
+		Grace:        5 * time.Second,
+		PluginsDir:   pluginsDir,
 	}
-	cl, err := newNode(nodeConfig{Role: host.RoleClient, Store: clientID, Logger: log.Named("client1"),
-		Server: srv.linkAddr(), ServerName: "server"})
+	scfg := base
+	scfg.Role, scfg.Store, scfg.Logger, scfg.Listen, scfg.HTTP = host.RoleServer, serverID, log.Named("server"), "127.0.0.1:0", serverHTTP
+	scfg.PluginConfig = pluginConfigFlag{"files": {"root": roots[host.RoleServer]}}
+	srv, err := newNode(scfg)
 	if err != nil {
-		return err
+		return devListenHint(err)
+	}
+	ccfg := base
+	ccfg.Role, ccfg.Store, ccfg.Logger, ccfg.Server, ccfg.ServerName, ccfg.HTTP = host.RoleClient, clientID, log.Named("client1"), srv.linkAddr(), "server", clientHTTP
+	ccfg.PluginConfig = pluginConfigFlag{"files": {"root": roots[host.RoleClient]}}
+	cl, err := newNode(ccfg)
+	if err != nil {
+		srv.closeListeners()
+		return devListenHint(err)
 	}
 
-	fmt.Fprintf(stdout, "restpipe dev: server node \"server\" links on %s; client node \"client1\" dials it.\nPress Ctrl-C to stop.\n", srv.linkAddr())
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, n := range []*node{srv, cl} {
@@ -67,11 +122,105 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 			errs[i] = n.run(ctx)
 		}()
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
+	// Print the curl lines once the client is linked and the plugins run.
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if _, err := cl.client.Peer(waitCtx); err == nil {
+		for _, n := range []*node{srv, cl} {
+			if n.plugins != nil {
+				_ = n.plugins.WaitStarted(waitCtx)
+			}
 		}
+		fmt.Fprint(stdout, devBanner(srv, cl))
+	}
+	cancel()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// devBanner is what the demo prints: where things are and what to try.
+func devBanner(srv, cl *node) string {
+	s, c := curlBase(srv.httpAddr()), curlBase(cl.httpAddr())
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+restpipe dev is running: server node "server" and client node "client1",
+linked by mutual TLS 1.3 over %s, each with the plugins time, cat, echo, files.
+
+From the client to the server (what RestPipe did):
+  curl %s/server/time
+  curl %s/server/cat//hello%%20/world
+  curl %s/server/files//hello.txt
+  curl -d 'any body' -H 'Content-Type: text/plain' %s/server/echo
+  curl '%s/server/echo?x=1&x=2'
+
+From the server to a client:
+  curl %s/client/client1/time
+  curl %s/client/client1/cat//hello%%20/world
+  curl -X PUT --data-binary @/etc/hostname %s/client/client1/files//uploaded.txt
+
+A node's own handlers, its state, a deadline:
+  curl %s/local/time
+  curl %s/status
+  curl -H 'X-Event-Timeout: 1s' '%s/server/echo?sleep=3s'
+
+Press Ctrl-C to stop.
+`, srv.linkAddr(), c, c, c, c, c, s, s, s, c, s, c)
+	return b.String()
+}
+
+// curlBase is how curl reaches a gateway address.
+func curlBase(addr string) string {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "--unix-socket " + path + " http://localhost"
+	}
+	return "http://" + addr
+}
+
+// devListenHint adds what to do when the demo's ports are taken.
+func devListenHint(err error) error {
+	if strings.Contains(err.Error(), "address already in use") {
+		return fmt.Errorf("%w (choose other ports with --server-http and --client-http)", err)
+	}
+	return err
+}
+
+// buildExamplePlugins builds the example plugins into dir with the go
+// command, from the source tree the current directory is in.
+func buildExamplePlugins(ctx context.Context, dir string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	pkgs := make([]string, len(devPlugins))
+	for i, p := range devPlugins {
+		pkgs[i] = "./plugins/" + p
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("build the example plugins: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// moduleRoot finds the restpipe source tree above the current directory.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/restpipe/restpipe\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the restpipe source tree: run restpipe dev from it, or pass --plugins DIR with built plugins")
+		}
+		dir = parent
+	}
 }

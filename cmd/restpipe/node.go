@@ -5,17 +5,20 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/dispatch"
+	"github.com/restpipe/restpipe/host/gateway"
 	"github.com/restpipe/restpipe/host/link"
 	"github.com/restpipe/restpipe/host/pki"
 	"github.com/restpipe/restpipe/host/plugins"
@@ -35,39 +38,59 @@ type nodeConfig struct {
 	Server     string
 	ServerName string
 
+	// HTTP is the gateway's address: host:port, or unix:/path.
+	HTTP string
+	// EventTimeout is an event's deadline when the caller sets none;
+	// PeerWait bounds the wait for an absent peer; MaxBody bounds request
+	// bodies (0: no limit).
+	EventTimeout time.Duration
+	PeerWait     time.Duration
+	MaxBody      int64
+	// Grace bounds the drain on shutdown: events in flight get this long
+	// to finish.
+	Grace time.Duration
+
 	// PluginsDir is the plugins directory; "" runs no plugins.
 	PluginsDir string
 	// PluginConfig is each plugin's configuration, by plugin file name.
-	PluginConfig map[string]map[string]string
+	PluginConfig pluginConfigFlag
 	// Checksums pins plugins when not nil (see plugins.Config).
 	Checksums map[string][]byte
 }
 
-// node is one running restpipe node.
+// node is one running restpipe node: its gateway, its link, its route
+// table and plugins. It owns them all and stops them in order.
 type node struct {
 	cfg     nodeConfig
 	log     hclog.Logger
-	table   *dispatch.Table  // this node's routes, served by its plugins
+	name    string
+	table   *dispatch.Table
 	plugins *plugins.Manager // nil without a plugins directory
 	server  *link.Server     // server role
-	ln      net.Listener     // server role: the link listener
+	linkLn  net.Listener     // server role: the link listener
 	client  *link.Client     // client role
+	gateway *gateway.Gateway
+	http    *http.Server
+	httpLn  net.Listener
 }
 
-// newNode builds a node and binds its listeners, so that address errors
-// surface before anything runs.
-func newNode(cfg nodeConfig) (*node, error) {
-	n := &node{cfg: cfg, log: cfg.Logger}
-	table, err := dispatch.New(dispatch.DefaultConfig())
-	if err != nil {
+// newNode builds a node and binds its listeners, so that configuration and
+// address errors surface before anything runs.
+func newNode(cfg nodeConfig) (_ *node, err error) {
+	n := &node{cfg: cfg, log: cfg.Logger, name: cfg.Store.Identity().Name}
+	defer func() {
+		if err != nil {
+			n.closeListeners()
+		}
+	}()
+	if n.table, err = dispatch.New(dispatch.Config{DefaultTimeout: cfg.EventTimeout}); err != nil {
 		return nil, err
 	}
-	n.table = table
 	if cfg.PluginsDir != "" {
 		pc := plugins.DefaultConfig()
 		pc.Dir = cfg.PluginsDir
-		pc.Node = host.Node{Role: cfg.Role, Name: cfg.Store.Identity().Name}
-		pc.Routes = table
+		pc.Node = host.Node{Role: cfg.Role, Name: n.name}
+		pc.Routes = n.table
 		pc.Logger = cfg.Logger.Named("plugins")
 		pc.PluginConfig = cfg.PluginConfig
 		pc.Checksums = cfg.Checksums
@@ -75,24 +98,24 @@ func newNode(cfg nodeConfig) (*node, error) {
 			return nil, err
 		}
 	}
+
 	lc := link.DefaultConfig()
 	lc.Logger = cfg.Logger.Named("link")
 	lc.Software = software()
-	lc.Handler = table
+	lc.Handler = n.table
+	var peers gateway.Peers
 	switch cfg.Role {
 	case host.RoleServer:
-		srv, err := link.NewServer(link.ServerConfig{Config: lc, TLS: cfg.Store.ServerTLS()})
-		if err != nil {
+		if n.server, err = link.NewServer(link.ServerConfig{Config: lc, TLS: cfg.Store.ServerTLS()}); err != nil {
 			return nil, err
 		}
-		ln, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
+		if n.linkLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("listen for links: %w", err)
 		}
-		n.server, n.ln = srv, ln
+		peers = serverPeers{n.server}
 	case host.RoleClient:
 		serverName := cfg.ServerName
-		cl, err := link.NewClient(link.ClientConfig{
+		n.client, err = link.NewClient(link.ClientConfig{
 			Config: lc,
 			Addr:   cfg.Server,
 			TLS:    func() *tls.Config { return cfg.Store.ClientTLS(serverName) },
@@ -100,129 +123,152 @@ func newNode(cfg nodeConfig) (*node, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.client = cl
+		peers = clientPeers{n.client}
 	default:
 		return nil, fmt.Errorf("unknown role %q", cfg.Role)
 	}
+
+	n.gateway, err = gateway.New(gateway.Config{
+		Node:           host.Node{Role: cfg.Role, Name: n.name},
+		Local:          n.table,
+		Peers:          peers,
+		Logger:         cfg.Logger.Named("gateway"),
+		DefaultTimeout: cfg.EventTimeout,
+		PeerWait:       cfg.PeerWait,
+		MaxBody:        cfg.MaxBody,
+		Status:         n.status,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n.httpLn, err = gateway.Listen(cfg.HTTP, 4096); err != nil {
+		return nil, fmt.Errorf("listen for local HTTP: %w", err)
+	}
+	n.http = n.gateway.HTTPServer()
 	return n, nil
 }
 
-// linkAddr returns the address the server's link listens on.
-func (n *node) linkAddr() string { return n.ln.Addr().String() }
+func (n *node) closeListeners() {
+	for _, ln := range []net.Listener{n.linkLn, n.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
 
-// run serves until ctx ends, then shuts the node down and returns once
-// everything it started has stopped. Plugins stop last, after the link.
+// linkAddr returns the address the server's link listens on.
+func (n *node) linkAddr() string { return n.linkLn.Addr().String() }
+
+// httpAddr returns the gateway's address, as --http takes it.
+func (n *node) httpAddr() string {
+	if a, ok := n.httpLn.Addr().(*net.UnixAddr); ok {
+		return "unix:" + a.Name
+	}
+	return n.httpLn.Addr().String()
+}
+
+// run serves until ctx ends, then drains and stops the node: the gateway
+// refuses new events and waits (up to Grace) for those in flight, then the
+// link closes, then the plugins stop. It returns once everything it started
+// has stopped; an error means a component failed on its own.
 func (n *node) run(ctx context.Context) error {
+	bg := context.WithoutCancel(ctx)
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	goRun := func(f func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- f() }()
+	}
+
+	pluginsCtx, stopPlugins := context.WithCancel(bg)
+	var pluginsDone sync.WaitGroup
 	if n.plugins != nil {
-		pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan error, 1)
-		go func() { done <- n.plugins.Run(pctx) }()
-		defer func() {
-			stop()
-			if err := <-done; err != nil {
-				n.log.Error("plugins", "error", err)
+		pluginsDone.Add(1)
+		go func() {
+			defer pluginsDone.Done()
+			if err := n.plugins.Run(pluginsCtx); err != nil {
+				errc <- fmt.Errorf("plugins: %w", err)
 			}
 		}()
 	}
-	return n.runLink(ctx)
-}
-
-// runLink runs the link until ctx ends.
-func (n *node) runLink(ctx context.Context) error {
-	name := n.cfg.Store.Identity().Name
-	switch n.cfg.Role {
-	case host.RoleServer:
-		n.log.Info("listening", "role", "server", "name", name, "link", n.linkAddr())
-		errc := make(chan error, 1)
-		go func() { errc <- n.server.Serve(n.ln) }()
-		select {
-		case <-ctx.Done():
-			n.server.Close()
-			<-errc
-			return nil
-		case err := <-errc:
-			n.server.Close()
-			return err
-		}
-	default:
-		n.log.Info("starting", "role", "client", "name", name, "server", n.cfg.Server, "server_name", n.cfg.ServerName)
-		return n.client.Run(ctx)
-	}
-}
-
-// runNode runs `restpipe server` or `restpipe client`.
-func runNode(ctx context.Context, role string, args []string, stderr io.Writer, getenv func(string) string) error {
-	help := "Run the server node: accept links from client nodes."
-	if role == "client" {
-		help = "Run a client node: keep a link to the server node, dialing out."
-	}
-	fs := newFlagSet(role, stderr, help)
-	var (
-		files          pki.Files
-		listen, server string
-		serverName     string
-		logs           logFlags
-		pluginsDir     string
-		pluginConfig   = pluginConfigFlag{}
-		checksumsFile  string
-	)
-	fs.StringVar(&files.CA, "ca", "", "PEM file of the CA that signs every node's certificate (required)")
-	fs.StringVar(&files.Cert, "cert", "", "PEM file of this node's certificate (required)")
-	fs.StringVar(&files.Key, "key", "", "PEM file of this node's private key (required)")
-	if role == "server" {
-		fs.StringVar(&listen, "listen", ":7443", "address to accept links on")
+	linkCtx, stopLink := context.WithCancel(bg)
+	if n.server != nil {
+		goRun(func() error {
+			err := n.server.Serve(n.linkLn)
+			if errors.Is(err, link.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("link: %w", err)
+		})
+		stop := context.AfterFunc(linkCtx, func() { n.server.Close() })
+		defer stop()
 	} else {
-		fs.StringVar(&server, "server", "", "address of the server's link, host:port (required)")
-		fs.StringVar(&serverName, "server-name", "", "name to verify in the server's certificate (default: the host part of --server)")
+		goRun(func() error { return n.client.Run(linkCtx) })
 	}
-	fs.StringVar(&pluginsDir, "plugins", "", "directory of handler plugins: every executable file in it is one (default: none)")
-	fs.Var(pluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
-	fs.StringVar(&checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `FILE`; only files listed there with that hash are started")
-	logs.register(fs)
-	if err := parseFlags(fs, args, getenv); err != nil {
-		return err
+	goRun(func() error {
+		if err := n.http.Serve(n.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("local HTTP: %w", err)
+		}
+		return nil
+	})
+
+	args := []any{"role", n.cfg.Role, "name", n.name, "http", n.httpAddr()}
+	if n.server != nil {
+		args = append(args, "link", n.linkAddr())
+	} else {
+		args = append(args, "server", n.cfg.Server, "server_name", n.cfg.ServerName)
 	}
-	log, err := logs.logger("restpipe", stderr)
+	n.log.Info("listening", args...)
+
+	var failure error
+	select {
+	case <-ctx.Done():
+	case failure = <-errc:
+		n.log.Error("stopping: a component failed", "error", failure)
+	}
+
+	n.log.Info("draining", "grace", n.cfg.Grace)
+	n.gateway.Drain()
+	graceCtx, cancel := context.WithTimeout(bg, n.cfg.Grace)
+	if err := n.http.Shutdown(graceCtx); err != nil {
+		n.log.Warn("events still in flight after the grace period; closing their connections", "error", err)
+		n.http.Close()
+	}
+	cancel()
+	stopLink()
+	stopPlugins()
+	wg.Wait()
+	pluginsDone.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil && failure == nil {
+			failure = err
+		}
+	}
+	n.log.Info("stopped")
+	return failure
+}
+
+// serverPeers reaches clients through the link server.
+type serverPeers struct{ s *link.Server }
+
+func (p serverPeers) Peer(ctx context.Context, name string) (host.Handler, error) {
+	s, err := p.s.Peer(ctx, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if files.CA == "" || files.Cert == "" || files.Key == "" {
-		return errors.New("--ca, --cert and --key are required (or RESTPIPE_CA, RESTPIPE_CERT, RESTPIPE_KEY)")
-	}
-	cfg := nodeConfig{Role: host.Role(role), Listen: listen, Server: server, PluginsDir: pluginsDir, PluginConfig: pluginConfig}
-	if checksumsFile != "" {
-		f, err := os.Open(checksumsFile)
-		if err != nil {
-			return fmt.Errorf("--plugin-checksums: %w", err)
-		}
-		cfg.Checksums, err = plugins.ParseChecksums(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("--plugin-checksums %s: %w", checksumsFile, err)
-		}
-	}
-	if role == "client" {
-		if server == "" {
-			return errors.New("--server is required (or RESTPIPE_SERVER)")
-		}
-		name, err := serverNameOf(server, serverName)
-		if err != nil {
-			return err
-		}
-		cfg.ServerName = name
-	}
-	store, err := pki.NewStore(files)
+	return s, nil
+}
+
+// clientPeers reaches the server through the link client.
+type clientPeers struct{ c *link.Client }
+
+func (p clientPeers) Peer(ctx context.Context, _ string) (host.Handler, error) {
+	s, err := p.c.Peer(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cfg.Store, cfg.Logger = store, log
-	n, err := newNode(cfg)
-	if err != nil {
-		return err
-	}
-	stopHUP := reloadOnHUP(store, log)
-	defer stopHUP()
-	return n.run(ctx)
+	return s, nil
 }
 
 // serverNameOf returns the name a client verifies in the server's

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"time"
 )
 
 // Set at build time: go build -ldflags "-X main.version=v1.2.3 -X main.commit=abc123".
@@ -33,6 +32,3 @@ func versionString() string {
 
 // software is how this build names itself to peers in the link hello.
 func software() string { return "restpipe " + version }
-
-// timeNow is the clock, a variable for tests.
-var timeNow = time.Now

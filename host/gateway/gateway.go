@@ -1,0 +1,438 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+// Headers of the gateway's protocol.
+const (
+	HeaderTimeout    = "X-Event-Timeout"
+	HeaderReturnCode = "X-Event-Return-Code"
+	HeaderErrorKind  = "X-Event-Error-Kind"
+	HeaderRequestID  = "X-Request-Id"
+)
+
+// Peers finds the node an event is addressed to. On a client node name is
+// always "" (the server); on the server it is a client's name. Peer waits
+// for the peer to connect until ctx ends, then returns an error.
+type Peers interface {
+	Peer(ctx context.Context, name string) (host.Handler, error)
+}
+
+// Config configures a Gateway.
+type Config struct {
+	// Node is this node: its role decides which of /server/ and
+	// /client/<name>/ it serves.
+	Node host.Node
+	// Local answers /local/... events: the node's own route table.
+	Local host.Handler
+	// Peers reaches the other side. Required.
+	Peers Peers
+	// Logger receives a line per event at debug level, and problems.
+	Logger hclog.Logger
+
+	// DefaultTimeout is an event's deadline when the request has no
+	// X-Event-Timeout header. Default 30s.
+	DefaultTimeout time.Duration
+	// PeerWait bounds the wait for a peer that is not connected (never
+	// past the event's deadline). Default 10s.
+	PeerWait time.Duration
+	// MaxBody bounds a request body in bytes; 0 means no limit. Beyond it
+	// the event fails with too_large.
+	MaxBody int64
+
+	// Status, when set, answers GET /status with its JSON encoding.
+	Status func() any
+	// Metrics, when set, answers /metrics.
+	Metrics http.Handler
+}
+
+// Validate fills in defaults and reports what cannot work.
+func (c *Config) Validate() error {
+	if c.Local == nil || c.Peers == nil {
+		return errors.New("gateway: Local and Peers are required")
+	}
+	if c.Node.Role != host.RoleServer && c.Node.Role != host.RoleClient {
+		return fmt.Errorf("gateway: unknown node role %q", c.Node.Role)
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 30 * time.Second
+	}
+	if c.PeerWait == 0 {
+		c.PeerWait = 10 * time.Second
+	}
+	if c.DefaultTimeout < 0 || c.PeerWait < 0 || c.MaxBody < 0 {
+		return errors.New("gateway: timeouts and limits must be positive")
+	}
+	return nil
+}
+
+// Gateway is the http.Handler of a node's local REST API. It holds nothing
+// long-lived: every request is served by its own goroutine (net/http's).
+type Gateway struct {
+	cfg      Config
+	log      hclog.Logger
+	draining atomic.Bool
+}
+
+// New returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Gateway{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Drain makes the gateway refuse new events with peer_unavailable (503)
+// while the ones in flight finish; /healthz then answers 503 too.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz":
+		g.serveHealth(w)
+		return
+	case "/status":
+		if g.cfg.Status != nil {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(g.cfg.Status())
+			return
+		}
+	case "/metrics":
+		if g.cfg.Metrics != nil {
+			g.cfg.Metrics.ServeHTTP(w, r)
+			return
+		}
+	}
+	g.serveEvent(w, r)
+}
+
+func (g *Gateway) serveHealth(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	if g.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"status":"draining"}`)
+		return
+	}
+	fmt.Fprintln(w, `{"status":"ok"}`)
+}
+
+// verbs maps the accepted methods to event verbs.
+var verbs = map[string]string{
+	http.MethodGet: "get", http.MethodHead: "get", http.MethodPost: "post",
+	http.MethodPut: "put", http.MethodPatch: "patch", http.MethodDelete: "delete",
+}
+
+// serveEvent turns a request into an event, sends it, and writes the reply.
+func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := requestID(r)
+	w.Header().Set(HeaderRequestID, id)
+	ev, tgt, timeout, err := g.parse(r, id)
+	if err != nil {
+		g.writeError(w, err)
+		g.logEvent(r, id, "", start, err)
+		return
+	}
+	if g.draining.Load() {
+		err := host.Errorf(host.KindPeerUnavailable, "this node is shutting down")
+		g.writeError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+
+	var body *requestBody
+	if r.ContentLength != 0 {
+		rc := http.NewResponseController(w)
+		// Read the request while the reply streams back (echo).
+		_ = rc.EnableFullDuplex()
+		body = &requestBody{r: r.Body, rc: rc, max: g.cfg.MaxBody}
+		if g.cfg.MaxBody > 0 && r.ContentLength > g.cfg.MaxBody {
+			err := host.Errorf(host.KindTooLarge, "request body of %d bytes is over the %d-byte limit", r.ContentLength, g.cfg.MaxBody)
+			g.writeError(w, err)
+			g.logEvent(r, id, ev.Route(), start, err)
+			return
+		}
+		ev.Body, ev.Size = body, r.ContentLength
+	}
+
+	rep, err := g.send(ctx, tgt, ev, body)
+	if body.overLimit() {
+		// The handler saw the body fail; the caller's problem is its size.
+		rep.Close()
+		err = host.Errorf(host.KindTooLarge, "request body is over the %d-byte limit", g.cfg.MaxBody)
+	}
+	if err != nil {
+		if host.KindOf(err) == host.KindCanceled && r.Context().Err() == nil {
+			err = host.AsError(context.DeadlineExceeded) // our deadline, not the caller
+		}
+		if host.KindOf(err) == host.KindTimeout {
+			e := *host.AsError(err)
+			e.Message = fmt.Sprintf("no reply within %v: %s", timeout, e.Message)
+			err = &e
+		}
+		g.writeError(w, err)
+		g.logEvent(r, id, ev.Route(), start, err)
+		return
+	}
+	defer rep.Close()
+	g.writeReply(w, r, rep)
+	g.logEvent(r, id, ev.Route(), start, nil)
+}
+
+// parse builds the event a request describes.
+func (g *Gateway) parse(r *http.Request, id string) (*host.Event, target, time.Duration, error) {
+	verb, ok := verbs[r.Method]
+	if !ok {
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "method %s is not one of GET, HEAD, POST, PUT, PATCH, DELETE", r.Method)
+	}
+	tgt, err := parsePath(r.URL.EscapedPath())
+	if err != nil {
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "%v", err)
+	}
+	switch {
+	case tgt.kind == toServer && g.cfg.Node.Role != host.RoleClient:
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "this is the server node: address a client with /client/<name>/...")
+	case tgt.kind == toClient && g.cfg.Node.Role != host.RoleServer:
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "this is a client node: address the server with /server/...")
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "query string: %v", err)
+	}
+	timeout := g.cfg.DefaultTimeout
+	if v := r.Header.Get(HeaderTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, target{}, 0, host.Errorf(host.KindBadRequest, "%s %q: want a positive Go duration such as 2s or 500ms", HeaderTimeout, v)
+		}
+		timeout = d
+	}
+	ev := &host.Event{
+		ID:          id,
+		Verb:        verb,
+		Noun:        tgt.noun,
+		Args:        tgt.args,
+		Query:       query,
+		ContentType: mediaType(r.Header.Get("Content-Type")),
+	}
+	return ev, tgt, timeout, nil
+}
+
+// send delivers ev to its target, waiting for an absent peer. An event
+// refused with peer_unavailable before any of its body was read is sent
+// again to the next link to that peer, while the wait allows.
+func (g *Gateway) send(ctx context.Context, tgt target, ev *host.Event, body *requestBody) (*host.Reply, error) {
+	if tgt.kind == toLocal {
+		return g.cfg.Local.Handle(ctx, ev)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, g.cfg.PeerWait)
+	defer cancel()
+	start := time.Now()
+	for {
+		peer, err := g.cfg.Peers.Peer(waitCtx, tgt.peer)
+		if err != nil {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, host.AsError(context.Canceled) // the caller left
+			}
+			return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: err, Message: absent(tgt, time.Since(start))}
+		}
+		rep, err := peer.Handle(ctx, ev)
+		if host.KindOf(err) == host.KindPeerUnavailable && (body == nil || body.n.Load() == 0) && waitCtx.Err() == nil {
+			continue // that link closed before the event left: wait for the next
+		}
+		return rep, err
+	}
+}
+
+// absent describes a peer that did not connect in time.
+func absent(t target, waited time.Duration) string {
+	waited = waited.Round(100 * time.Millisecond)
+	if t.kind == toServer {
+		return fmt.Sprintf("the link to the server is down (waited %v)", waited)
+	}
+	return fmt.Sprintf("no client named %q is connected (waited %v)", t.peer, waited)
+}
+
+// writeReply writes a handler's reply: its status, return code, content
+// type and body, streamed.
+func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.Reply) {
+	h := w.Header()
+	h.Set(HeaderReturnCode, strconv.Itoa(rep.Code))
+	if rep.ContentType != "" {
+		h.Set("Content-Type", rep.ContentType)
+	}
+	if rep.Size >= 0 && rep.Body != nil {
+		h.Set("Content-Length", strconv.FormatInt(rep.Size, 10))
+	} else if rep.Body == nil {
+		h.Set("Content-Length", "0")
+	}
+	w.WriteHeader(rep.StatusOrOK())
+	if rep.Body == nil || r.Method == http.MethodHead {
+		return
+	}
+	if err := copyReply(w, rep.Body); err != nil {
+		// The status is out: abort the connection so the caller sees a
+		// broken transfer, not a short body.
+		g.log.Warn("reply body failed mid-way; aborting the response", "request_id", w.Header().Get(HeaderRequestID), "error", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// copyBufs holds the buffers replies are copied through.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// copyReply copies a reply body to w, flushing whenever the body has no
+// more ready at once, so slow streams reach the caller promptly and fast
+// ones in large writes.
+func copyReply(w http.ResponseWriter, body io.Reader) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	fl, _ := w.(http.Flusher)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil // the caller left; nothing more to tell it
+			}
+			if n < len(buf) && fl != nil {
+				fl.Flush()
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// errorBody is the JSON of every outcome that is not a handler's reply.
+type errorBody struct {
+	Error struct {
+		Kind      host.Kind       `json:"kind"`
+		Message   string          `json:"message"`
+		Exception *host.Exception `json:"exception,omitempty"`
+	} `json:"error"`
+	// Exception is RestPipe's exception object, for handler_failed.
+	Exception *host.Exception `json:"exception,omitempty"`
+}
+
+// writeError writes err as the JSON error body of its kind.
+func (g *Gateway) writeError(w http.ResponseWriter, err error) {
+	e := host.AsError(err)
+	var b errorBody
+	b.Error.Kind, b.Error.Message, b.Error.Exception = e.Kind, e.Message, e.Exception
+	b.Exception = e.Exception
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set(HeaderReturnCode, strconv.Itoa(e.Kind.ReturnCode()))
+	h.Set(HeaderErrorKind, string(e.Kind))
+	if e.Kind == host.KindOverloaded {
+		secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
+		h.Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	}
+	w.WriteHeader(e.Kind.Status())
+	_ = json.NewEncoder(w).Encode(b)
+}
+
+// logEvent logs one event at debug level; failures of the node itself at
+// warn.
+func (g *Gateway) logEvent(r *http.Request, id, route string, start time.Time, err error) {
+	if !g.log.IsDebug() && err == nil {
+		return
+	}
+	args := []any{"request_id", id, "method", r.Method, "path", r.URL.Path, "route", route, "duration", time.Since(start)}
+	if err == nil {
+		g.log.Debug("event", args...)
+		return
+	}
+	g.log.Debug("event failed", append(args, "kind", host.KindOf(err), "error", err)...)
+}
+
+// mediaType returns a Content-Type without its parameters, lower-cased.
+func mediaType(ct string) string {
+	if ct == "" {
+		return ""
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err == nil {
+		return mt
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.ToLower(strings.TrimSpace(mt))
+}
+
+// requestID returns the caller's X-Request-Id when it is reasonable, else a
+// new random one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get(HeaderRequestID); id != "" && len(id) <= 64 && printable(id) {
+		return id
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// requestBody is an event's body as read from the local request: it counts
+// what was read, enforces the body limit, and can be interrupted (see
+// host.Event) by expiring the connection's read deadline.
+type requestBody struct {
+	r   io.Reader
+	rc  *http.ResponseController
+	max int64
+	n   atomic.Int64
+	big atomic.Bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	total := b.n.Add(int64(n))
+	if b.max > 0 && total > b.max {
+		b.big.Store(true)
+		return n, host.Errorf(host.KindTooLarge, "request body is over the %d-byte limit", b.max)
+	}
+	return n, err
+}
+
+// Close interrupts a Read blocked on the caller's connection.
+func (b *requestBody) Close() error {
+	return b.rc.SetReadDeadline(time.Now())
+}
+
+func (b *requestBody) overLimit() bool { return b != nil && b.big.Load() }
