@@ -42,6 +42,7 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 	fs.DurationVar(&cfg.EventTimeout, "event-timeout", 30*time.Second, "deadline of an event whose caller sets no X-Event-Timeout")
 	fs.DurationVar(&cfg.PeerWait, "peer-wait", 10*time.Second, "how long an event waits for its peer to connect (within its deadline)")
 	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest request body in `bytes`; 0 means no limit")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 256, "events in flight per peer, each way, beyond which events fail with overloaded")
 	fs.DurationVar(&cfg.Grace, "grace", 30*time.Second, "on SIGTERM, how long events in flight get to finish")
 	fs.StringVar(&cfg.PluginsDir, "plugins", "", "`directory` of handler plugins: every executable file in it is one (default: none)")
 	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")

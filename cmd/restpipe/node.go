@@ -46,6 +46,9 @@ type nodeConfig struct {
 	EventTimeout time.Duration
 	PeerWait     time.Duration
 	MaxBody      int64
+	// MaxInFlight bounds the events in flight per peer, each way; beyond it
+	// events fail with overloaded. 0: the link's default (256).
+	MaxInFlight int
 	// Grace bounds the drain on shutdown: events in flight get this long
 	// to finish.
 	Grace time.Duration
@@ -103,6 +106,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc.Logger = cfg.Logger.Named("link")
 	lc.Software = software()
 	lc.Handler = n.table
+	lc.MaxInFlight = cfg.MaxInFlight
 	var peers gateway.Peers
 	switch cfg.Role {
 	case host.RoleServer:
@@ -190,6 +194,15 @@ func (n *node) run(ctx context.Context) error {
 				errc <- fmt.Errorf("plugins: %w", err)
 			}
 		}()
+	}
+	if n.plugins != nil {
+		// Take events only once the plugins found at start are up (or
+		// have failed to start), so the first events find their routes.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		if err := n.plugins.WaitStarted(wctx); err != nil {
+			n.log.Warn("plugins still starting; serving anyway", "error", err)
+		}
+		cancel()
 	}
 	linkCtx, stopLink := context.WithCancel(bg)
 	if n.server != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,12 @@ var binDir string
 // restpipeBin is the restpipe binary under test.
 func restpipeBin() string { return filepath.Join(binDir, "restpipe") }
 
+// examplePlugins are the plugins of plugins/, built for the tests.
+var examplePlugins = []string{"time", "cat", "echo", "files"}
+
+// pluginBin is a plugin binary built for the tests.
+func pluginBin(name string) string { return filepath.Join(binDir, "plugins", name) }
+
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "restpipe-e2e-")
@@ -30,11 +37,20 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		binDir = dir
-		build := exec.Command("go", "build", "-o", restpipeBin(), ".")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build restpipe:", err)
-			return 1
+		builds := [][]string{
+			{"-o", restpipeBin(), "."},
+			{"-o", pluginBin("misbehave"), "../../testdata/plugins/misbehave"},
+		}
+		for _, p := range examplePlugins {
+			builds = append(builds, []string{"-o", pluginBin(p), "../../plugins/" + p})
+		}
+		for _, b := range builds {
+			build := exec.Command("go", append([]string{"build"}, b...)...)
+			build.Stdout, build.Stderr = os.Stderr, os.Stderr
+			if err := build.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "build", b, err)
+				return 1
+			}
 		}
 		return m.Run()
 	}())
@@ -69,6 +85,9 @@ func (l logLine) str(k string) string {
 func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
 	args = append(args, "--log-format", "json", "--log-level", "debug")
+	if (args[0] == "server" || args[0] == "client") && !slices.Contains(args, "--http") {
+		args = append(args, "--http", "127.0.0.1:0") // never a fixed port
+	}
 	cmd := exec.Command(restpipeBin(), args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()

@@ -174,6 +174,7 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 		body = &requestBody{r: r.Body, rc: rc, max: g.cfg.MaxBody}
 		if g.cfg.MaxBody > 0 && r.ContentLength > g.cfg.MaxBody {
 			err := host.Errorf(host.KindTooLarge, "request body of %d bytes is over the %d-byte limit", r.ContentLength, g.cfg.MaxBody)
+			body.discard(w)
 			g.writeError(w, err)
 			g.logEvent(r, id, ev.Route(), start, err)
 			return
@@ -186,6 +187,7 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 		// The handler saw the body fail; the caller's problem is its size.
 		rep.Close()
 		err = host.Errorf(host.KindTooLarge, "request body is over the %d-byte limit", g.cfg.MaxBody)
+		body.discard(w)
 	}
 	if err != nil {
 		if host.KindOf(err) == host.KindCanceled && r.Context().Err() == nil {
@@ -436,3 +438,16 @@ func (b *requestBody) Close() error {
 }
 
 func (b *requestBody) overLimit() bool { return b != nil && b.big.Load() }
+
+// discardMax bounds what discard reads of a refused body.
+const discardMax = 16 << 20
+
+// discard reads and drops some of what is left of a refused body, for a
+// short while, and marks the connection to close: a caller still sending
+// then reads the error reply instead of a connection reset (a body beyond
+// discardMax is cut off anyway).
+func (b *requestBody) discard(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = b.rc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.CopyN(io.Discard, b.r, discardMax)
+}

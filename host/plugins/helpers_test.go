@@ -35,8 +35,8 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		bins = dir
 		builds := [][]string{
-			{"-o", filepath.Join(dir, "misbehave"), "./testdata/misbehave"},
-			{"-ldflags", "-X main.version=2", "-o", filepath.Join(dir, "misbehave-v2"), "./testdata/misbehave"},
+			{"-o", filepath.Join(dir, "misbehave"), "../../testdata/plugins/misbehave"},
+			{"-ldflags", "-X main.version=2", "-o", filepath.Join(dir, "misbehave-v2"), "../../testdata/plugins/misbehave"},
 		}
 		for _, name := range []string{"time", "cat", "echo", "files"} {
 			if _, err := os.Stat(filepath.Join("..", "..", "plugins", name)); err == nil {

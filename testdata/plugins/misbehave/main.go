@@ -9,10 +9,11 @@
 //	                 dup-route* file do
 //	misconfigured    refuses its configuration
 //	anything else    serves, under noun <name>/...:
-//	                 ok (pid and version), crash (exits mid-event), hang
-//	                 (ignores its context), print (writes to stdout and to
-//	                 file descriptor 1), slow (?ms=N or until canceled),
-//	                 and post echo
+//	                 ok (pid, version, peer, node, and the time left before
+//	                 the deadline), crash (exits mid-event), hang (ignores
+//	                 its context), print (writes to stdout and to file
+//	                 descriptor 1), slow (?ms=N, or until canceled, which
+//	                 it logs with the event id), and post echo
 package main
 
 import (
@@ -59,8 +60,12 @@ func main() {
 	if name == "misconfigured" {
 		p.Configure(func(c pluginsdk.Config) error { return errors.New("setting \"color\" is required") })
 	}
-	p.Handle("get", name+"/ok", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
-		return pluginsdk.JSON(map[string]any{"pid": os.Getpid(), "version": version, "peer": ev.Peer, "node": ev.Node}), nil
+	p.Handle("get", name+"/ok", func(ctx context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		reply := map[string]any{"pid": os.Getpid(), "version": version, "peer": ev.Peer, "node": ev.Node}
+		if d, ok := ctx.Deadline(); ok {
+			reply["deadline_ms"] = time.Until(d).Milliseconds()
+		}
+		return pluginsdk.JSON(reply), nil
 	})
 	p.Handle("get", name+"/crash", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
 		os.Exit(2)
@@ -81,6 +86,7 @@ func main() {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
 			return pluginsdk.JSON(map[string]any{"slept_ms": ms, "version": version}), nil
 		case <-ctx.Done():
+			p.Logger().Info("slow event canceled", "id", ev.ID, "error", ctx.Err())
 			return nil, ctx.Err()
 		}
 	})

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/restpipe/restpipe/host"
+)
+
+// TestRestPipeExamples checks RestPipe's four examples, in both directions.
+func TestRestPipeExamples(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{}, "c1")
+	cl := c.clients["c1"]
+	tests := []struct {
+		url, key string
+		want     any // nil: any float
+	}{
+		{cl.url("/server/time"), "time_from_server", nil},
+		{c.server.url("/client/c1/time"), "time_from_client", nil},
+		{c.server.url("/client/c1/cat//hello%20/world"), "result_from_client", "hello world"},
+		{cl.url("/server/cat//hello%20/world"), "result_from_server", "hello world"},
+	}
+	for _, tt := range tests {
+		r := do(t, "GET", tt.url, nil)
+		if r.status != 200 || r.code != "0" || r.header.Get("Content-Type") != "application/json" {
+			t.Errorf("GET %s: %d code %q type %q: %s", tt.url, r.status, r.code, r.header.Get("Content-Type"), r.body)
+			continue
+		}
+		v := r.json(t)
+		if len(v) != 1 {
+			t.Errorf("GET %s = %s, want exactly the key %s", tt.url, r.body, tt.key)
+		}
+		got, ok := v[tt.key]
+		switch {
+		case !ok:
+			t.Errorf("GET %s = %s, want key %s", tt.url, r.body, tt.key)
+		case tt.want == nil:
+			if f, ok := got.(float64); !ok || time.Since(time.Unix(int64(f), 0)).Abs() > time.Minute {
+				t.Errorf("GET %s: %s = %v, want the epoch time as a float", tt.url, tt.key, got)
+			}
+		case got != tt.want:
+			t.Errorf("GET %s: %s = %v, want %v", tt.url, tt.key, got, tt.want)
+		}
+	}
+}
+
+// TestEchoShowsTheEvent checks what a handler sees, both ways.
+func TestEchoShowsTheEvent(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{}, "c1")
+	cl := c.clients["c1"]
+	tests := []struct {
+		url, peer, role, name string
+	}{
+		{cl.url("/server/echo//a%2Fb/%20c?x=1&x=2&y=z"), "c1", "server", "server"},
+		{c.server.url("/client/c1/echo//a%2Fb/%20c?x=1&x=2&y=z"), "server", "client", "c1"},
+		{cl.url("/local/echo//a%2Fb/%20c?x=1&x=2&y=z"), "", "client", "c1"},
+	}
+	for _, tt := range tests {
+		r := do(t, "GET", tt.url, nil, "Content-Type", "Text/Plain; charset=utf-8")
+		v := r.json(t)
+		want := fmt.Sprintf(`map[args:[a/b  c] content_type:text/plain node:map[name:%s role:%s] noun:echo peer:%s query:map[x:[1 2] y:[z]] verb:get]`, tt.name, tt.role, tt.peer)
+		if got := fmt.Sprint(v); got != want {
+			t.Errorf("GET %s =\n%s\nwant\n%s", tt.url, got, want)
+		}
+	}
+	// post_echo streams the body back with its content type.
+	r := do(t, "POST", cl.url("/server/echo"), strings.NewReader("some bytes"), "Content-Type", "application/x-thing")
+	if r.status != 200 || string(r.body) != "some bytes" || r.header.Get("Content-Type") != "application/x-thing" {
+		t.Errorf("POST echo = %d %q %q", r.status, r.body, r.header.Get("Content-Type"))
+	}
+	// HEAD is get, without the body.
+	r = do(t, "HEAD", cl.url("/server/time"), nil)
+	if r.status != 200 || len(r.body) != 0 || r.code != "0" {
+		t.Errorf("HEAD time = %d %q code %s", r.status, r.body, r.code)
+	}
+}
+
+// TestEveryErrorKind produces each row of the SPEC's error table with a
+// real scenario.
+func TestEveryErrorKind(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{mod: func(cfg *nodeConfig) {
+		cfg.MaxBody = 1 << 20
+		cfg.MaxInFlight = 4
+		cfg.PeerWait = 300 * time.Millisecond
+	}}, "c1", "gone")
+	cl := c.clients["c1"]
+
+	t.Run("bad_request", func(t *testing.T) {
+		for _, r := range []*reply{
+			do(t, "GET", cl.url("/nowhere/time"), nil),
+			do(t, "GET", cl.url("/server/bad%20noun"), nil),
+			do(t, "GET", cl.url("/client/c1/time"), nil), // a client node has no /client/
+			do(t, "GET", c.server.url("/server/time"), nil),
+			do(t, "GET", cl.url("/server/time"), nil, "X-Event-Timeout", "soon"),
+			do(t, "GET", cl.url("/server/time"), nil, "X-Event-Timeout", "-1s"),
+			do(t, "OPTIONS", cl.url("/server/time"), nil),
+			do(t, "GET", cl.url("/server/time?%zz"), nil),
+		} {
+			wantError(t, r, host.KindBadRequest)
+		}
+	})
+	t.Run("no_route", func(t *testing.T) {
+		v := wantError(t, do(t, "GET", cl.url("/server/unknown/thing"), nil), host.KindNoRoute)
+		if msg := v["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "get_unknown_thing") {
+			t.Errorf("message %q, want the route name", msg)
+		}
+	})
+	t.Run("handler_failed", func(t *testing.T) {
+		v := wantError(t, do(t, "GET", cl.url("/server/cat//only-one"), nil), host.KindHandlerFailed)
+		exc, _ := v["exception"].(map[string]any)
+		if exc["class"] != "TypeError" || !strings.Contains(exc["message"].(string), "exactly 2 arguments") {
+			t.Errorf("exception = %v, want RestPipe's TypeError", v["exception"])
+		}
+		if _, ok := exc["traceback"]; ok {
+			t.Errorf("traceback sent without debug logging: %v", exc)
+		}
+	})
+	t.Run("plugin_unavailable", func(t *testing.T) {
+		wantError(t, do(t, "GET", cl.url("/server/misbehave/crash"), nil), host.KindPluginUnavailable)
+	})
+	t.Run("link_lost", func(t *testing.T) {
+		res := make(chan *reply, 1)
+		go func() { res <- do(t, "GET", c.server.url("/client/gone/misbehave/slow?ms=60000"), nil) }()
+		waitFor(t, 5*time.Second, "the event to reach gone", func() bool {
+			return c.clients["gone"].table.InFlight("misbehave") == 1
+		})
+		c.clients["gone"].stop(t) // the client node goes away mid-event
+		wantError(t, <-res, host.KindLinkLost)
+	})
+	t.Run("peer_unavailable", func(t *testing.T) {
+		v := wantError(t, do(t, "GET", c.server.url("/client/nobody/time"), nil), host.KindPeerUnavailable)
+		if msg := v["error"].(map[string]any)["message"].(string); !strings.Contains(msg, `no client named "nobody"`) {
+			t.Errorf("message %q", msg)
+		}
+	})
+	t.Run("overloaded", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() { defer wg.Done(); do(t, "GET", cl.url("/server/misbehave/slow?ms=1500"), nil) }()
+		}
+		waitFor(t, 5*time.Second, "4 events in flight", func() bool { return c.server.table.InFlight("misbehave") == 4 })
+		r := do(t, "GET", cl.url("/server/time"), nil)
+		wantError(t, r, host.KindOverloaded)
+		if r.header.Get("Retry-After") != "1" {
+			t.Errorf("Retry-After = %q, want 1", r.header.Get("Retry-After"))
+		}
+		wg.Wait()
+	})
+	t.Run("timeout", func(t *testing.T) {
+		start := time.Now()
+		v := wantError(t, do(t, "GET", cl.url("/server/echo?sleep=10s"), nil, "X-Event-Timeout", "300ms"), host.KindTimeout)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("timeout took %v for a 300ms deadline", d)
+		}
+		if msg := v["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "300ms") {
+			t.Errorf("message %q, want the deadline", msg)
+		}
+	})
+	t.Run("too_large", func(t *testing.T) {
+		wantError(t, do(t, "POST", cl.url("/server/echo"), strings.NewReader(strings.Repeat("x", 2<<20))), host.KindTooLarge)
+		// Chunked, of unknown length: refused once it passes the limit,
+		// and the upload leaves nothing behind.
+		wantError(t, do(t, "PUT", cl.url("/server/files//big.bin"), io.MultiReader(strings.NewReader(strings.Repeat("y", 2<<20)))), host.KindTooLarge)
+		if _, err := os.Stat(filepath.Join(c.server.files, "big.bin")); !os.IsNotExist(err) {
+			t.Errorf("the refused upload left a file: %v", err)
+		}
+	})
+}
+
+// TestTracebackOnlyAtDebug checks handler_failed carries a traceback when
+// the receiving node logs at debug level.
+func TestTracebackOnlyAtDebug(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{debug: true, plugins: []string{"echo"}}, "c1")
+	r := do(t, "GET", c.clients["c1"].url("/server/echo?sleep=bogus"), nil)
+	v := wantError(t, r, host.KindHandlerFailed)
+	if exc, _ := v["exception"].(map[string]any); exc["class"] != "ValueError" {
+		t.Errorf("exception = %v", v["exception"])
+	}
+}
+
+// TestDeadlineAndCancelReachTheFarPlugin checks the caller's deadline and
+// hang-up reach the handler's context on the other node.
+func TestDeadlineAndCancelReachTheFarPlugin(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{plugins: []string{"misbehave"}}, "c1")
+	cl := c.clients["c1"]
+	v := do(t, "GET", cl.url("/server/misbehave/ok"), nil, "X-Event-Timeout", "5s").json(t)
+	if ms := v["deadline_ms"].(float64); ms > 5000 || ms < 4000 {
+		t.Errorf("the plugin's deadline is %vms away, want just under 5000", ms)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", cl.url("/server/misbehave/slow?ms=60000"), nil)
+	req.Header.Set("X-Request-Id", "hang-up-test")
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	waitFor(t, 5*time.Second, "the event in flight", func() bool { return c.server.table.InFlight("misbehave") == 1 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("caller's request = %v", err)
+	}
+	waitFor(t, 5*time.Second, "the plugin to see the cancellation", func() bool {
+		return logHas(c.server.logs.String(), "slow event canceled", "id=hang-up-test", `error="context canceled"`)
+	})
+	waitFor(t, 5*time.Second, "nothing in flight", func() bool { return c.server.table.InFlight("misbehave") == 0 })
+}
+
+// TestConcurrentSlowEvents sends 200 events of 300ms each at once: they run
+// side by side, not one after another.
+func TestConcurrentSlowEvents(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{plugins: []string{"echo"}}, "c1")
+	cl := c.clients["c1"]
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := do(t, "GET", cl.url(fmt.Sprintf("/server/echo//%d?sleep=300ms", i)), nil)
+			if r.status != 200 || !strings.Contains(string(r.body), fmt.Sprintf(`"args":["%d"]`, i)) {
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%d: %d %s", i, r.status, r.body))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	t.Logf("200 events of 300ms each took %v together", elapsed.Round(time.Millisecond))
+	for _, f := range failed {
+		t.Error(f) // a reply reaching the wrong caller shows here too
+	}
+	if elapsed > 5*time.Second { // one after another would take 60s
+		t.Errorf("200 events of 300ms took %v: they did not run concurrently", elapsed)
+	}
+}
+
+// TestPeerWait checks an event waits for a peer that connects within the
+// wait, and for a client's link that comes up.
+func TestPeerWait(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{plugins: []string{"time"}})
+	res := make(chan *reply, 1)
+	go func() { res <- do(t, "GET", c.server.url("/client/late/time"), nil) }()
+	time.Sleep(500 * time.Millisecond) // the client connects after the event was sent: the scenario
+	c.clients["late"] = c.startNode(host.RoleClient, "late", c.server.linkAddr(), clusterOpts{plugins: []string{"time"}})
+	if r := <-res; r.status != 200 || !strings.Contains(string(r.body), "time_from_client") {
+		t.Errorf("event for a late client = %d %s", r.status, r.body)
+	}
+}
+
+// TestLargeUpload streams a large chunked upload through /server/echo and
+// back; the 1 GiB figure runs without the race detector (see largeSize).
+func TestLargeUpload(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{plugins: []string{"echo"}}, "c1")
+	size := largeSize()
+	sum := sha256.New()
+	pr, pw := io.Pipe()
+	go func() {
+		buf := make([]byte, 256<<10)
+		for i := range buf {
+			buf[i] = byte(i * 7)
+		}
+		var sent int64
+		for sent < size {
+			n := int64(len(buf))
+			if size-sent < n {
+				n = size - sent
+			}
+			sum.Write(buf[:n])
+			if _, err := pw.Write(buf[:n]); err != nil {
+				return
+			}
+			sent += n
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", c.clients["c1"].url("/server/echo"), pr) // chunked: length unknown
+	req.Header.Set("Content-Type", "application/octet-stream")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	back := sha256.New()
+	n, err := io.Copy(back, resp.Body)
+	if err != nil || n != size || string(back.Sum(nil)) != string(sum.Sum(nil)) {
+		t.Fatalf("echoed %d of %d bytes, err %v, same content %v", n, size, err, string(back.Sum(nil)) == string(sum.Sum(nil)))
+	}
+	t.Logf("%d MiB up and back through the whole path in %v", size>>20, time.Since(start).Round(time.Millisecond))
+}

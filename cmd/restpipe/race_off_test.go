@@ -1,0 +1,5 @@
+//go:build !race
+
+package main
+
+func largeSize() int64 { return 1 << 30 }
