@@ -2,8 +2,10 @@ package pluginsdk
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Node is the node a plugin runs on.
@@ -63,7 +65,7 @@ func (e *Event) QueryValue(k string) string {
 }
 
 // ErrBodyTooLarge is returned by ReadBody when the body exceeds its limit.
-var ErrBodyTooLarge = fmt.Errorf("request body too large")
+var ErrBodyTooLarge = errors.New("request body too large")
 
 // ReadBody reads the whole body, refusing one longer than max bytes with
 // ErrBodyTooLarge. Prefer reading Body as a stream for bodies that may be
@@ -72,7 +74,11 @@ func (e *Event) ReadBody(max int64) ([]byte, error) {
 	if e.Size > max {
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrBodyTooLarge, e.Size, max)
 	}
-	b, err := io.ReadAll(io.LimitReader(e.Body, max+1))
+	limit := max
+	if limit < math.MaxInt64 {
+		limit++ // one byte more tells a body over max from one of max
+	}
+	b, err := io.ReadAll(io.LimitReader(e.Body, limit))
 	if err != nil {
 		return nil, err
 	}

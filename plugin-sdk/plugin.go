@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -47,7 +48,9 @@ type Plugin struct {
 	routes        map[string]route // by route name
 	configure     func(Config) error
 	errs          []error // registration mistakes, reported by Err and Serve
-	logger        hclog.Logger
+
+	logOnce sync.Once // guards logger: handlers may call Logger concurrently
+	logger  hclog.Logger
 }
 
 type route struct {
@@ -135,16 +138,16 @@ func (p *Plugin) Err() error {
 }
 
 // Logger returns the plugin's logger. Its lines reach the node's log under
-// the plugin's name, at their level.
+// the plugin's name, at their level. It is safe for concurrent use.
 func (p *Plugin) Logger() hclog.Logger {
-	if p.logger == nil {
+	p.logOnce.Do(func() {
 		p.logger = hclog.New(&hclog.LoggerOptions{
 			Name:       p.name,
 			Level:      hclog.LevelFromString(os.Getenv(LogLevelEnv)),
 			JSONFormat: true,
 			Output:     os.Stderr,
 		})
-	}
+	})
 	return p.logger
 }
 

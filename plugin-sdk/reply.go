@@ -3,7 +3,6 @@ package pluginsdk
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -11,7 +10,8 @@ import (
 
 // Reply is a handler's answer.
 type Reply struct {
-	// Status is the HTTP status the caller gets; 0 means 200.
+	// Status is the HTTP status the caller gets; 0 means 200. Any other
+	// value must be a final status, 200 to 599, or the event fails.
 	Status int
 	// Code is the X-Event-Return-Code the caller gets; 0 by default.
 	Code int
@@ -20,28 +20,24 @@ type Reply struct {
 	// Body is the reply body, streamed to the caller; nil for none. If it
 	// implements io.Closer it is closed once sent, or when sending fails.
 	Body io.Reader
-	// Size is the body's length, or -1 when unknown.
+	// Size is the body's length, or -1 when unknown. A body that turns out
+	// shorter or longer than the Size it announced fails the event, except
+	// for a Size left at 0, which may be a forgotten one: a Body that is not
+	// empty is then sent as of unknown length.
 	Size int64
+
+	exc *Exception // set by JSON when the reply could not be built
 }
 
 // JSON returns a 200 reply whose body is v encoded as JSON, the usual way
-// to answer. If v cannot be encoded, the reply is a handler failure.
+// to answer. If v cannot be encoded, the event fails as if the handler had
+// returned the encoding error.
 func JSON(v any) *Reply {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return &Reply{Status: 500, Code: 251, ContentType: "application/json",
-			Body: errorJSON(fmt.Errorf("encode reply: %w", err)), Size: -1}
+		return &Reply{exc: &Exception{Message: "encode reply: " + err.Error(), Class: className(err)}}
 	}
 	return Bytes("application/json", b)
-}
-
-// errorJSON is a handler_failed body for a reply that could not be built.
-func errorJSON(err error) io.Reader {
-	b, _ := json.Marshal(map[string]any{"error": map[string]any{
-		"kind": "handler_failed", "message": err.Error(),
-		"exception": map[string]string{"message": err.Error(), "class": "json.MarshalerError"},
-	}})
-	return bytes.NewReader(b)
 }
 
 // Bytes returns a 200 reply with body b of the given content type.
@@ -55,7 +51,7 @@ func Text(s string) *Reply {
 }
 
 // Stream returns a 200 reply that streams r, of size bytes (-1: unknown).
-// If r implements io.Closer it is closed once sent.
+// If r implements io.Closer it is closed once sent, or when sending fails.
 func Stream(contentType string, r io.Reader, size int64) *Reply {
 	return &Reply{ContentType: contentType, Body: r, Size: size}
 }

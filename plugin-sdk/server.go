@@ -85,8 +85,11 @@ func (s *server) Handle(stream pluginv1.Plugin_HandleServer) error {
 		return status.Error(codes.InvalidArgument, "first message is not an event header")
 	}
 	s.mu.Lock()
-	node, configErr := s.node, s.configErr
+	node, described, configErr := s.node, s.configured, s.configErr
 	s.mu.Unlock()
+	if !described {
+		return status.Errorf(codes.FailedPrecondition, "plugin %s got an event before Describe", s.p.name)
+	}
 	if configErr != nil {
 		return status.Errorf(codes.FailedPrecondition, "plugin %s is not configured: %v", s.p.name, configErr)
 	}
@@ -100,79 +103,120 @@ func (s *server) Handle(stream pluginv1.Plugin_HandleServer) error {
 	ctx := stream.Context()
 	rep, exc := run(ctx, r.h, ev)
 	if exc != nil {
-		return stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Failure{Failure: exc}})
+		return stream.Send(failureMsg(exc))
 	}
 	return sendReply(stream, rep)
 }
 
-// run calls h, turning an error or a panic into an exception.
-func run(ctx context.Context, h HandlerFunc, ev *Event) (rep *Reply, exc *pluginv1.Exception) {
+// run calls h, turning an error, a panic or an unusable reply into an
+// exception. When it returns an exception it has closed the reply's body.
+func run(ctx context.Context, h HandlerFunc, ev *Event) (rep *Reply, exc *Exception) {
 	defer func() {
 		if r := recover(); r != nil {
-			rep, exc = nil, &pluginv1.Exception{Message: fmt.Sprint(r), Class: "panic", Traceback: string(debug.Stack())}
+			rep, exc = nil, &Exception{Message: fmt.Sprint(r), Class: "panic", Traceback: string(debug.Stack())}
 		}
 	}()
 	rep, err := h(ctx, ev)
-	if err != nil {
-		e := exceptionOf(err)
-		return nil, &pluginv1.Exception{Message: e.Message, Class: e.Class, Traceback: e.Traceback}
+	switch {
+	case err != nil:
+		exc = exceptionOf(err)
+	case rep == nil:
+		return &Reply{}, nil
+	case rep.exc != nil:
+		exc = rep.exc
+	case rep.Status != 0 && (rep.Status < 200 || rep.Status > 599):
+		exc = exceptionOf(fmt.Errorf("reply status %d is not a final HTTP status (200 to 599)", rep.Status))
+	default:
+		return rep, nil
 	}
-	if rep == nil {
-		rep = &Reply{}
+	if rep != nil {
+		if c, ok := rep.Body.(io.Closer); ok {
+			c.Close()
+		}
 	}
-	return rep, nil
+	return nil, exc
 }
 
-// sendReply sends the reply header and body. A body that fails mid-way
-// ends with an End carrying the error, so the caller never mistakes it for
-// a complete one.
+// sendReply sends the reply: its header with the body inline when the body
+// is small and of known size, else the header, the body in chunks and an
+// end. A body that fails, panics or does not match its announced size
+// becomes a failure while the header is unsent, and an end carrying the
+// error after, so the caller never mistakes it for a complete one.
 func sendReply(stream pluginv1.Plugin_HandleServer, rep *Reply) (err error) {
+	headerSent := false
+	defer func() {
+		if r := recover(); r != nil {
+			if headerSent {
+				err = stream.Send(endMsg(fmt.Errorf("panic while streaming the reply: %v", r)))
+				return
+			}
+			err = stream.Send(failureMsg(&Exception{Message: fmt.Sprint(r), Class: "panic", Traceback: string(debug.Stack())}))
+		}
+	}()
 	if c, ok := rep.Body.(io.Closer); ok {
 		defer c.Close()
+	}
+	body, size := rep.Body, max(rep.Size, -1)
+	if body != nil && size == 0 {
+		// A Size left at 0 may be a forgotten one: an empty body goes as
+		// empty, any other as of unknown length.
+		var first [1]byte
+		switch n, err := io.ReadFull(body, first[:]); {
+		case n == 1:
+			body, size = io.MultiReader(bytes.NewReader(first[:]), body), -1
+		case err != io.EOF:
+			return stream.Send(failureMsg(exceptionOf(fmt.Errorf("read reply body: %w", err))))
+		}
 	}
 	hdr := &pluginv1.ReplyHeader{
 		Status:      int32(rep.Status),
 		ReturnCode:  int32(rep.Code),
 		ContentType: rep.ContentType,
-		BodySize:    rep.Size,
+		BodySize:    size,
 	}
-	if rep.Body == nil {
+	if body == nil {
 		hdr.BodySize = 0
 		return stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}})
 	}
-	if rep.Size >= 0 && rep.Size <= inlineMax {
-		b, err := readSmall(rep.Body, rep.Size)
+	if size >= 0 && size <= inlineMax {
+		b, err := readSmall(body, size)
 		if err != nil {
-			e := exceptionOf(fmt.Errorf("read reply body: %w", err))
-			return stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Failure{
-				Failure: &pluginv1.Exception{Message: e.Message, Class: e.Class}}})
+			return stream.Send(failureMsg(exceptionOf(fmt.Errorf("read reply body: %w", err))))
 		}
-		hdr.BodyInline, hdr.InlineBody, hdr.BodySize = true, b, int64(len(b))
+		hdr.BodyInline, hdr.InlineBody = true, b
 		return stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}})
 	}
+	headerSent = true
 	if err := stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}}); err != nil {
 		return err
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = stream.Send(endMsg(fmt.Errorf("panic while streaming the reply: %v", r)))
-		}
-	}()
+	var sent int64
 	buf := make([]byte, chunkSize)
 	for {
-		n, rerr := rep.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
+			sent += int64(n)
+			if size >= 0 && sent > size {
+				return stream.Send(endMsg(fmt.Errorf("reply body is longer than its announced %d bytes", size)))
+			}
 			if err := stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Chunk{Chunk: buf[:n]}}); err != nil {
 				return err
 			}
 		}
-		if rerr == io.EOF {
+		switch {
+		case rerr == io.EOF && size >= 0 && sent < size:
+			return stream.Send(endMsg(fmt.Errorf("reply body is %d bytes, shorter than its announced %d", sent, size)))
+		case rerr == io.EOF:
 			return stream.Send(endMsg(nil))
-		}
-		if rerr != nil {
+		case rerr != nil:
 			return stream.Send(endMsg(rerr))
 		}
 	}
+}
+
+func failureMsg(e *Exception) *pluginv1.HandleResponse {
+	return &pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Failure{
+		Failure: &pluginv1.Exception{Message: e.Message, Class: e.Class, Traceback: e.Traceback}}}
 }
 
 func endMsg(err error) *pluginv1.HandleResponse {
@@ -183,13 +227,21 @@ func endMsg(err error) *pluginv1.HandleResponse {
 	return &pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_End{End: e}}
 }
 
-// readSmall reads a body of known size up to inlineMax whole.
+// readSmall reads a body of known size up to inlineMax whole, and makes
+// sure it ends there.
 func readSmall(r io.Reader, size int64) ([]byte, error) {
 	b := make([]byte, size)
 	if _, err := io.ReadFull(r, b); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("body shorter than its announced %d bytes", size)
 		}
+		return nil, err
+	}
+	var extra [1]byte
+	switch n, err := io.ReadFull(r, extra[:]); {
+	case n > 0:
+		return nil, fmt.Errorf("body longer than its announced %d bytes", size)
+	case err != io.EOF:
 		return nil, err
 	}
 	return b, nil

@@ -156,9 +156,9 @@ func (s *supervisor) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.triedOnce.Do(func() { close(s.tried) })
 	var (
-		cur     *instance      // the process serving, or nil
-		drains  sync.WaitGroup // replaced processes finishing their events
-		crashes []time.Time    // recent crashes, for backoff and quarantine
+		cur     *instance        // the process serving, or nil
+		drains  sync.WaitGroup   // replaced processes finishing their events
+		crashes []time.Time      // recent crashes, for backoff and quarantine
 		retry   <-chan time.Time // when to restart after a crash
 		tried   []byte           // the hash last started
 		stuck   []byte           // a hash that cannot run: not retried until the file changes

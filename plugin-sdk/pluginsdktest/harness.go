@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,40 +46,56 @@ type Description struct {
 	Error string
 }
 
-// Harness is a plugin served in the test process.
+// Harness is a plugin served in the test process. Its methods are safe for
+// concurrent use.
 type Harness struct {
-	client pluginv1.PluginClient
-	desc   Description
+	client   pluginv1.PluginClient
+	desc     Description
+	stopOnce sync.Once
+	stop     func()
 }
 
+// stopWait is how long the harness waits, when the test ends, for handlers
+// to return after their events were canceled.
+const stopWait = 10 * time.Second
+
 // Start serves p and describes it, failing the test if that cannot be done.
-// Everything is stopped when the test ends.
+// Everything is stopped by Close, which runs when the test ends.
 func Start(t testing.TB, p *pluginsdk.Plugin, opts Options) *Harness {
 	t.Helper()
 	if opts.Node == (pluginsdk.Node{}) {
 		opts.Node = pluginsdk.Node{Role: "server", Name: "server"}
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.WaitForHandlers(true))
 	if err := p.RegisterGRPC(srv); err != nil {
 		t.Fatalf("plugin cannot serve: %v", err)
 	}
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	ln, err := net.Listen("unix", sock)
+	ln, target, err := listen(t)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(ln) }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatalf("dial plugin: %v", err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
 		srv.Stop()
 		<-served
-	})
+		t.Fatalf("dial plugin: %v", err)
+	}
 	h := &Harness{client: pluginv1.NewPluginClient(conn)}
+	h.stop = func() {
+		conn.Close()
+		stopped := make(chan struct{})
+		go func() { defer close(stopped); srv.Stop(); <-served }()
+		timer := time.NewTimer(stopWait)
+		defer timer.Stop()
+		select {
+		case <-stopped:
+		case <-timer.C:
+			t.Errorf("pluginsdktest: a handler was still running %v after its event was canceled; a HandlerFunc must return once its ctx is done", stopWait)
+		}
+	}
+	t.Cleanup(h.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d, err := h.client.Describe(ctx, &pluginv1.DescribeRequest{
@@ -96,6 +113,29 @@ func Start(t testing.TB, p *pluginsdk.Plugin, opts Options) *Harness {
 	return h
 }
 
+// listen listens on a Unix socket in a test directory, as go-plugin does,
+// and returns the listener and its gRPC target. A socket path is limited to
+// about 100 bytes, which a long test name under a long TMPDIR can exceed;
+// then it listens on loopback TCP instead.
+func listen(t testing.TB) (net.Listener, string, error) {
+	sock := filepath.Join(t.TempDir(), "plugin.sock")
+	if len(sock) <= 100 {
+		ln, err := net.Listen("unix", sock)
+		return ln, "unix://" + sock, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	return ln, ln.Addr().String(), nil
+}
+
+// Close stops serving the plugin: it cancels every event still running and
+// returns once their handlers have returned, failing the test if one has
+// not 10 s later (a HandlerFunc must return once its context is done).
+// Calls after the first do nothing.
+func (h *Harness) Close() { h.stopOnce.Do(h.stop) }
+
 // Describe returns what the plugin said about itself at start.
 func (h *Harness) Describe() Description { return h.desc }
 
@@ -110,8 +150,12 @@ type Request struct {
 	Args        []string
 	Query       map[string][]string
 	ContentType string
-	// Body is the request body, nil for none, sent in chunks as a node
-	// sends it. Size is its length, -1 for unknown.
+	// Body is the request body, nil for none, sent as a node sends it:
+	// inline when it is small and of known size, else in chunks. Size is
+	// its length, -1 for unknown. A body that does not match the Size it
+	// announced reaches the plugin as an incomplete body, except for a Size
+	// left at 0: a Body that is not empty is then sent as of unknown
+	// length.
 	Body io.Reader
 	Size int64
 	// Peer is the verified name of the sending node the plugin sees.
@@ -166,6 +210,20 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 	if req.Verb == "" {
 		req.Verb = "get"
 	}
+	req.Size = max(req.Size, -1)
+	if req.Body != nil && req.Size == 0 {
+		// A Size left at 0 may be a forgotten one: an empty body goes as
+		// empty, any other as of unknown length.
+		var first [1]byte
+		switch n, err := io.ReadFull(req.Body, first[:]); {
+		case n == 1:
+			req.Body, req.Size = io.MultiReader(bytes.NewReader(first[:]), req.Body), -1
+		case err == io.EOF:
+			req.Body = nil
+		default:
+			return nil, fmt.Errorf("read request body: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := h.client.Handle(ctx)
 	if err != nil {
@@ -185,11 +243,15 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 	sendDone := make(chan error, 1)
 	if req.Body != nil && req.Size >= 0 && req.Size <= inlineMax {
 		// Small bodies travel inside the header, as a node sends them.
-		b := make([]byte, req.Size)
-		if _, err := io.ReadFull(req.Body, b); err != nil {
+		// One byte more than announced tells a body of Size bytes, which
+		// ReadFull ends with ErrUnexpectedEOF, from a longer one.
+		b := make([]byte, req.Size+1)
+		n, err := io.ReadFull(req.Body, b)
+		if int64(n) != req.Size || err != io.ErrUnexpectedEOF {
 			cancel()
-			return nil, fmt.Errorf("read request body: %w", err)
+			return nil, fmt.Errorf("read request body: announced %d bytes, read %d (%v)", req.Size, n, err)
 		}
+		b = b[:n]
 		hdr.BodyInline, hdr.InlineBody = true, b
 		req.Body = nil
 	}
@@ -203,7 +265,7 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 			cancel()
 			return nil, err
 		}
-		go func() { sendDone <- sendBody(stream, req.Body) }()
+		go func() { sendDone <- sendBody(stream, req.Body, req.Size) }()
 	}
 	first, err := stream.Recv()
 	if err != nil {
@@ -230,7 +292,7 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 			cancel()
 			<-sendDone
 		default:
-			resp.Reader = &replyBody{stream: stream, cancel: cancel, sendDone: sendDone}
+			resp.Reader = &replyBody{stream: stream, cancel: cancel, sendDone: sendDone, want: r.BodySize}
 		}
 		return resp, nil
 	default:
@@ -240,34 +302,49 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 	}
 }
 
-// sendBody sends r in chunks and an end, as a node does.
-func sendBody(stream pluginv1.Plugin_HandleClient, r io.Reader) error {
+// sendBody sends r, announced as size bytes (-1: unknown), in chunks and
+// an end, as a node does. A body that fails or does not match its size ends
+// with an error in the end.
+func sendBody(stream pluginv1.Plugin_HandleClient, r io.Reader, size int64) error {
+	fail := func(err error) error {
+		_ = stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: &pluginv1.End{Error: err.Error()}}})
+		return err
+	}
+	var sent int64
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
+			sent += int64(n)
+			if size >= 0 && sent > size {
+				return fail(fmt.Errorf("request body is longer than its announced %d bytes", size))
+			}
 			if serr := stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Chunk{Chunk: buf[:n]}}); serr != nil {
 				return serr
 			}
 		}
-		if err == io.EOF {
+		switch {
+		case err == io.EOF && size >= 0 && sent < size:
+			return fail(fmt.Errorf("request body is %d bytes, shorter than its announced %d", sent, size))
+		case err == io.EOF:
 			if err := stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: &pluginv1.End{}}}); err != nil {
 				return err
 			}
 			return stream.CloseSend()
-		}
-		if err != nil {
-			_ = stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: &pluginv1.End{Error: err.Error()}}})
-			return err
+		case err != nil:
+			return fail(err)
 		}
 	}
 }
 
-// replyBody streams a reply body.
+// replyBody streams a reply body, making sure it is as long as the plugin
+// announced.
 type replyBody struct {
 	stream   pluginv1.Plugin_HandleClient
 	cancel   context.CancelFunc
 	sendDone chan error
+	want     int64 // announced size, -1 for unknown
+	got      int64
 	buf      []byte
 	err      error
 }
@@ -285,10 +362,18 @@ func (b *replyBody) Read(p []byte) (int, error) {
 		switch m := msg.Msg.(type) {
 		case *pluginv1.HandleResponse_Chunk:
 			b.buf = m.Chunk
+			b.got += int64(len(m.Chunk))
+			if b.want >= 0 && b.got > b.want {
+				b.buf, b.err = nil, fmt.Errorf("reply body is longer than its announced %d bytes", b.want)
+			}
 		case *pluginv1.HandleResponse_End:
-			b.err = io.EOF
-			if m.End.Error != "" {
+			switch {
+			case m.End.Error != "":
 				b.err = fmt.Errorf("reply body incomplete: %s", m.End.Error)
+			case b.want >= 0 && b.got != b.want:
+				b.err = fmt.Errorf("reply body is %d bytes, not its announced %d", b.got, b.want)
+			default:
+				b.err = io.EOF
 			}
 		default:
 			b.err = errors.New("reply body: unexpected message")
