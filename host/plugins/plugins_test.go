@@ -3,8 +3,10 @@ package plugins
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -316,9 +318,6 @@ func TestMisconfiguredPlugin(t *testing.T) {
 }
 
 func TestPluginConfigReachesThePlugin(t *testing.T) {
-	if _, err := os.Stat(bin("files")); err != nil {
-		t.Skip("the files example plugin is not built yet")
-	}
 	root := t.TempDir()
 	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello from the root"), 0o644)
 	e := newEnv(t, func(c *Config) { c.PluginConfig = map[string]map[string]string{"files": {"root": root}} })
@@ -371,5 +370,48 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 			t.Fatalf("timed out after %v waiting for %s", within, what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestExamplePluginsThroughTheManager runs the real example plugins from
+// plugins/ through the manager and the route table.
+func TestExamplePluginsThroughTheManager(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "a.txt"), []byte("file a"), 0o644)
+	e := newEnv(t, func(c *Config) { c.PluginConfig = map[string]map[string]string{"files": {"root": root}} })
+	for _, name := range []string{"time", "cat", "echo", "files"} {
+		e.install(bin(name), name)
+	}
+	e.start()
+	for _, name := range []string{"time", "cat", "echo", "files"} {
+		e.waitState(name, StateRunning, 5*time.Second)
+	}
+	if v, err := e.get("time"); err != nil || v["time_from_server"] == nil {
+		t.Errorf("time = %v, %v", v, err)
+	}
+	if v, err := e.get("cat", "hello ", "world"); err != nil || v["result_from_server"] != "hello world" {
+		t.Errorf("cat = %v, %v", v, err)
+	}
+	if v, err := e.get("echo", "x"); err != nil || v["peer"] != "peer1" || fmt.Sprint(v["args"]) != "[x]" {
+		t.Errorf("echo = %v, %v", v, err)
+	}
+	if _, b, err := e.call(context.Background(), "get", "files", nil, "a.txt"); err != nil || string(b) != "file a" {
+		t.Errorf("files = %q, %v", b, err)
+	}
+	st, _ := e.status("echo")
+	if want := []string{"get_echo", "post_echo", "put_echo"}; fmt.Sprint(st.Routes) != fmt.Sprint(want) {
+		t.Errorf("echo routes = %v, want %v", st.Routes, want)
+	}
+}
+
+// TestPluginRunByHandExplainsItself checks a plugin binary started by hand
+// says what it is and exits, instead of waiting forever.
+func TestPluginRunByHandExplainsItself(t *testing.T) {
+	cmd := exec.Command(bin("time"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // no handshake cookie
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "This binary is a plugin") {
+		t.Errorf("running a plugin by hand: %v, output %q; want exit 1 and an explanation", err, out)
 	}
 }

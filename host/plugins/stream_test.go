@@ -50,15 +50,15 @@ func (r *patternReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestLargeBodyMemoryStaysFlat streams a body through a plugin's echo and
+// TestLargeBodyMemoryStaysFlat streams a body through the echo plugin and
 // back, and checks that neither this process (the node's side) nor the
 // plugin process holds more than a few MiB of it at any time.
 func TestLargeBodyMemoryStaysFlat(t *testing.T) {
 	size := streamSize(t)
 	e := newEnv(t, nil)
-	e.install(bin("misbehave"), "big")
+	e.install(bin("echo"), "echo")
 	e.start()
-	st := e.waitState("big", StateRunning, 5*time.Second)
+	st := e.waitState("echo", StateRunning, 5*time.Second)
 
 	runtime.GC()
 	var base runtime.MemStats
@@ -90,7 +90,7 @@ func TestLargeBodyMemoryStaysFlat(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	rep, err := e.table.Handle(ctx, &host.Event{Verb: "post", Noun: "big/echo", Body: body, Size: -1, ContentType: "application/octet-stream"})
+	rep, err := e.table.Handle(ctx, &host.Event{Verb: "post", Noun: "echo", Body: body, Size: -1, ContentType: "application/octet-stream"})
 	if err != nil {
 		t.Fatal(err)
 	}
