@@ -76,6 +76,11 @@ func (k Kind) ReturnCode() int {
 	return kinds[KindHandlerFailed].code
 }
 
+// ErrNotDelivered marks an event that never left this node: the link it was
+// to take closed before it was sent. Such an event can safely be sent again
+// (if its body was not read), on another link to the same peer.
+var ErrNotDelivered = errors.New("event not delivered")
+
 // Exception is RestPipe's exception object, carried by handler_failed.
 type Exception struct {
 	Message   string `json:"message"`

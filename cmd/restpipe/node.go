@@ -241,13 +241,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 
 	n.log.Info("draining", "grace", n.cfg.Grace)
-	n.gateway.Drain()
-	graceCtx, cancel := context.WithTimeout(bg, n.cfg.Grace)
-	if err := n.http.Shutdown(graceCtx); err != nil {
-		n.log.Warn("events still in flight after the grace period; closing their connections", "error", err)
-		n.http.Close()
-	}
-	cancel()
+	n.drain(bg)
 	stopLink()
 	stopPlugins()
 	wg.Wait()
@@ -260,6 +254,38 @@ func (n *node) run(ctx context.Context) error {
 	}
 	n.log.Info("stopped")
 	return failure
+}
+
+// drain refuses new events, locally and from peers, and waits up to Grace
+// for those in flight both ways; what is left then is cut off.
+func (n *node) drain(ctx context.Context) {
+	n.gateway.Drain()
+	lk := linkDrainer(n.client)
+	if n.server != nil {
+		lk = n.server
+	}
+	lk.Drain()
+	graceCtx, cancel := context.WithTimeout(ctx, n.cfg.Grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := lk.WaitIdle(graceCtx); err != nil {
+			n.log.Warn("events from peers still in flight after the grace period", "error", err)
+		}
+	}()
+	if err := n.http.Shutdown(graceCtx); err != nil {
+		n.log.Warn("local events still in flight after the grace period; closing their connections", "error", err)
+		n.http.Close()
+	}
+	wg.Wait()
+}
+
+// linkDrainer is what drain needs of the link, server or client.
+type linkDrainer interface {
+	Drain()
+	WaitIdle(ctx context.Context) error
 }
 
 // serverPeers reaches clients through the link server.

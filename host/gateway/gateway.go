@@ -265,7 +265,7 @@ func (g *Gateway) send(ctx context.Context, tgt target, ev *host.Event, body *re
 			return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: err, Message: absent(tgt, time.Since(start))}
 		}
 		rep, err := peer.Handle(ctx, ev)
-		if host.KindOf(err) == host.KindPeerUnavailable && (body == nil || body.n.Load() == 0) && waitCtx.Err() == nil {
+		if errors.Is(err, host.ErrNotDelivered) && (body == nil || body.n.Load() == 0) && waitCtx.Err() == nil {
 			continue // that link closed before the event left: wait for the next
 		}
 		return rep, err

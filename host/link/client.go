@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -76,6 +77,8 @@ func (c *ClientConfig) Validate() error {
 // while it lives, and dials again after a backoff, forever.
 type Client struct {
 	cfg ClientConfig
+
+	draining atomic.Bool // refuse new events from the server
 
 	mu      sync.Mutex
 	current *Session
@@ -175,7 +178,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(&c.cfg.Config, mux, name, welcome.Software, conn.RemoteAddr()), nil
+	return newSession(&c.cfg.Config, mux, name, welcome.Software, conn.RemoteAddr(), &c.draining), nil
 }
 
 func (c *Client) setCurrent(s *Session) {
@@ -225,6 +228,20 @@ func (c *Client) Peer(ctx context.Context) (*Session, error) {
 			return nil, fmt.Errorf("%w: server at %s: %w", ErrNotConnected, c.cfg.Addr, context.Cause(ctx))
 		}
 	}
+}
+
+// Drain makes the link refuse new events from the server with
+// peer_unavailable ("shutting down"); events already in flight go on, and
+// this node can still send events. See WaitIdle.
+func (c *Client) Drain() { c.draining.Store(true) }
+
+// WaitIdle waits until no event from the server is in flight, or ctx ends.
+// Call Drain first.
+func (c *Client) WaitIdle(ctx context.Context) error {
+	if s := c.Session(); s != nil {
+		return s.waitIdle(ctx)
+	}
+	return nil
 }
 
 // ClientStats counts a client's connection attempts and links.

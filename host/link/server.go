@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -63,6 +64,7 @@ type Server struct {
 	tls        *tls.Config
 	handshakes chan struct{} // one token per connection in handshake
 	logLimit   *rate.Limiter // bounds log lines about refused connections
+	draining   atomic.Bool   // refuse new events from every peer
 
 	mu        sync.Mutex
 	closed    bool
@@ -261,11 +263,27 @@ func (s *Server) handshake(conn net.Conn) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(&s.cfg.Config, mux, name, hello.Software, conn.RemoteAddr()), nil
+	return newSession(&s.cfg.Config, mux, name, hello.Software, conn.RemoteAddr(), &s.draining), nil
 }
 
 // Sessions returns the live sessions, sorted by peer name.
 func (s *Server) Sessions() []*Session { return s.cfg.Registry.Sessions() }
+
+// Drain makes every link refuse new events from its peer with
+// peer_unavailable ("shutting down"); events already in flight go on, and
+// this node can still send events. See WaitIdle.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// WaitIdle waits until no event from any peer is in flight on this server,
+// or ctx ends. Call Drain first.
+func (s *Server) WaitIdle(ctx context.Context) error {
+	for _, sess := range s.Sessions() {
+		if err := sess.waitIdle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Close stops every listener, ends every link (their events in flight fail
 // with link_lost) and waits until all of it is done.

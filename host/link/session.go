@@ -46,6 +46,11 @@ type Session struct {
 	outSem chan struct{} // one token per event sent and not finished
 	inN    atomic.Int64  // events received and not finished
 
+	// draining refuses new events from the peer; idle is poked whenever an
+	// event from the peer finishes while draining.
+	draining *atomic.Bool
+	idle     chan struct{}
+
 	mu       sync.Mutex
 	incoming map[uint32]context.CancelCauseFunc // streams the peer opened, by id
 	cause    error                              // why the session ends, once known
@@ -55,9 +60,11 @@ type Session struct {
 }
 
 // newSession wraps an established multiplexer. The caller must run serve.
-func newSession(cfg *Config, mux *yamux.Session, peer, software string, remote net.Addr) *Session {
+func newSession(cfg *Config, mux *yamux.Session, peer, software string, remote net.Addr, draining *atomic.Bool) *Session {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &Session{
+		draining: draining,
+		idle:     make(chan struct{}, 1),
 		cfg:      cfg,
 		log:      cfg.Logger.With("peer", peer),
 		peer:     peer,
@@ -208,7 +215,11 @@ func (s *Session) serveStream(ctx context.Context, cancel context.CancelCauseFun
 // serveEvent answers one event the peer sent.
 func (s *Session) serveEvent(ctx context.Context, st *yamux.Stream, fr *frameReader, req *linkv1.Request) {
 	n := s.inN.Add(1)
-	defer s.inN.Add(-1)
+	defer s.finishIncoming()
+	if s.draining.Load() {
+		s.replyError(st, &host.Error{Kind: host.KindPeerUnavailable, Message: "the node is shutting down"})
+		return
+	}
 	if n > int64(s.cfg.MaxInFlight) {
 		s.replyError(st, &host.Error{Kind: host.KindOverloaded, RetryAfter: s.cfg.RetryAfter,
 			Message: fmt.Sprintf("node has %d events in flight from %s, the limit", s.cfg.MaxInFlight, s.peer)})
@@ -248,6 +259,31 @@ func (s *Session) serveEvent(ctx context.Context, st *yamux.Stream, fr *frameRea
 	if err := writeMessage(st, replyHeader(rep), rep.Body, rep.Size, errorToWire); err != nil {
 		s.log.Debug("reply not fully delivered", "event", ev.ID, "route", ev.Route(), "error", err)
 	}
+}
+
+// finishIncoming counts an event from the peer as done.
+func (s *Session) finishIncoming() {
+	if s.inN.Add(-1) == 0 && s.draining.Load() {
+		select {
+		case s.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitIdle waits until no event from the peer is in flight, or ctx ends.
+// The owner has set draining first.
+func (s *Session) waitIdle(ctx context.Context) error {
+	for s.inN.Load() > 0 {
+		select {
+		case <-s.idle:
+		case <-s.Done():
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("%d events from %s still in flight: %w", s.inN.Load(), s.peer, ctx.Err())
+		}
+	}
+	return nil
 }
 
 // replyError answers an event with an error.
@@ -307,7 +343,7 @@ func (s *Session) Handle(ctx context.Context, ev *host.Event) (*host.Reply, erro
 			s.log.Info("closing link: yamux stream ids exhausted")
 			s.shutdown(err)
 		}
-		return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: err,
+		return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: fmt.Errorf("%w: %w", host.ErrNotDelivered, err),
 			Message: fmt.Sprintf("the link to %s closed before the event was sent: %v", s.peer, s.Err())}
 	}
 	o := &outEvent{s: s, ctx: ctx, st: st, body: ev.Body, watchDone: make(chan struct{})}
