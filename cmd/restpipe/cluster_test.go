@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -277,3 +278,8 @@ lines:
 	}
 	return false
 }
+
+type bigInt = big.Int
+
+// jsonDecode decodes one JSON value from r into v.
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

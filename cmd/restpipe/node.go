@@ -257,7 +257,8 @@ func (n *node) run(ctx context.Context) error {
 }
 
 // drain refuses new events, locally and from peers, and waits up to Grace
-// for those in flight both ways; what is left then is cut off.
+// for those in flight both ways; what is left then is cut off. The gateway
+// keeps answering (503) until then.
 func (n *node) drain(ctx context.Context) {
 	n.gateway.Drain()
 	lk := linkDrainer(n.client)
@@ -268,18 +269,24 @@ func (n *node) drain(ctx context.Context) {
 	graceCtx, cancel := context.WithTimeout(ctx, n.cfg.Grace)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := lk.WaitIdle(graceCtx); err != nil {
-			n.log.Warn("events from peers still in flight after the grace period", "error", err)
-		}
-	}()
-	if err := n.http.Shutdown(graceCtx); err != nil {
-		n.log.Warn("local events still in flight after the grace period; closing their connections", "error", err)
-		n.http.Close()
+	for _, w := range []struct {
+		what string
+		wait func(context.Context) error
+	}{{"events from peers", lk.WaitIdle}, {"local events", n.gateway.WaitIdle}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.wait(graceCtx); err != nil {
+				n.log.Warn(w.what+" still in flight after the grace period; cutting them off", "error", err)
+			}
+		}()
 	}
 	wg.Wait()
+	closeCtx, cancelClose := context.WithTimeout(ctx, time.Second)
+	defer cancelClose()
+	if err := n.http.Shutdown(closeCtx); err != nil {
+		n.http.Close()
+	}
 }
 
 // linkDrainer is what drain needs of the link, server or client.

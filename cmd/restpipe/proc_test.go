@@ -172,6 +172,13 @@ func (p *proc) mark() int {
 	return len(p.lines)
 }
 
+// since returns the log lines from position from on.
+func (p *proc) since(from int) []logLine {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lines[from:])
+}
+
 // waitLog waits until a log line after position from has message msg and
 // satisfies match (if not nil), and returns it.
 func (p *proc) waitLog(from int, within time.Duration, msg string, match func(logLine) bool) logLine {

@@ -94,6 +94,8 @@ type Gateway struct {
 	cfg      Config
 	log      hclog.Logger
 	draining atomic.Bool
+	inFlight atomic.Int64  // events being served
+	idle     chan struct{} // poked when the last event ends while draining
 }
 
 // New returns a Gateway.
@@ -101,12 +103,30 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger}, nil
+	return &Gateway{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}, 1)}, nil
 }
 
 // Drain makes the gateway refuse new events with peer_unavailable (503)
-// while the ones in flight finish; /healthz then answers 503 too.
+// while the ones in flight finish; /healthz then answers 503 too. The
+// listener stays open, so callers get that answer rather than a refused
+// connection. See WaitIdle.
 func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// WaitIdle waits until no event is in flight through the gateway, or ctx
+// ends. Call Drain first.
+func (g *Gateway) WaitIdle(ctx context.Context) error {
+	for g.inFlight.Load() > 0 {
+		select {
+		case <-g.idle:
+		case <-ctx.Done():
+			return fmt.Errorf("%d local events still in flight: %w", g.inFlight.Load(), ctx.Err())
+		}
+	}
+	return nil
+}
+
+// InFlight returns the number of events being served.
+func (g *Gateway) InFlight() int { return int(g.inFlight.Load()) }
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -158,6 +178,15 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 		g.logEvent(r, id, "", start, err)
 		return
 	}
+	g.inFlight.Add(1)
+	defer func() {
+		if g.inFlight.Add(-1) == 0 && g.draining.Load() {
+			select {
+			case g.idle <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	if g.draining.Load() {
 		err := host.Errorf(host.KindPeerUnavailable, "this node is shutting down")
 		g.writeError(w, err)

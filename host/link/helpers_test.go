@@ -64,16 +64,40 @@ func (p *testPKI) clientTLS(t testing.TB, name, serverName string) *tls.Config {
 	}
 }
 
-func testLogger(t testing.TB, name string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn, Output: testWriter{t}})
+func testLogger(t testing.TB, name string, keep *logBuf) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn, Output: testWriter{t, keep}})
 }
 
-// testWriter sends log lines to the test's log.
-type testWriter struct{ t testing.TB }
+// testWriter sends log lines to the test's log, and keeps them if asked.
+type testWriter struct {
+	t    testing.TB
+	keep *logBuf
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
+	if w.keep != nil {
+		w.keep.Write(p)
+	}
 	return len(p), nil
+}
+
+// logBuf collects log output, safe for concurrent use.
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // nodeHandler answers events on a test node:
@@ -116,6 +140,7 @@ type testServer struct {
 	*Server
 	addr    string
 	handler *nodeHandler
+	logs    *logBuf
 	done    chan error
 }
 
@@ -131,9 +156,10 @@ func startServer(t testing.TB, p *testPKI, mod func(*ServerConfig)) *testServer 
 func startServerOn(t testing.TB, p *testPKI, ln net.Listener, mod func(*ServerConfig)) *testServer {
 	t.Helper()
 	h := newNodeHandler("server")
+	logs := &logBuf{}
 	cfg := ServerConfig{Config: DefaultConfig(), TLS: p.serverTLS(t, "server")}
 	cfg.Handler = h
-	cfg.Logger = testLogger(t, "server")
+	cfg.Logger = testLogger(t, "server", logs)
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -141,7 +167,7 @@ func startServerOn(t testing.TB, p *testPKI, ln net.Listener, mod func(*ServerCo
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
-	ts := &testServer{Server: s, addr: ln.Addr().String(), handler: h, done: make(chan error, 1)}
+	ts := &testServer{Server: s, addr: ln.Addr().String(), handler: h, logs: logs, done: make(chan error, 1)}
 	go func() { ts.done <- s.Serve(ln) }()
 	t.Cleanup(func() { ts.stop(t) })
 	return ts
@@ -174,7 +200,7 @@ func startClient(t testing.TB, p *testPKI, name, addr string, mod func(*ClientCo
 	tlsCfg := p.clientTLS(t, name, "server")
 	cfg := ClientConfig{Config: DefaultConfig(), Addr: addr, TLS: func() *tls.Config { return tlsCfg.Clone() }}
 	cfg.Handler = h
-	cfg.Logger = testLogger(t, name)
+	cfg.Logger = testLogger(t, name, nil)
 	cfg.MinBackoff = 10 * time.Millisecond
 	cfg.MaxBackoff = 200 * time.Millisecond
 	if mod != nil {
