@@ -137,6 +137,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/status":
 		if g.cfg.Status != nil {
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(HeaderReturnCode, "0")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(g.cfg.Status())
@@ -152,12 +153,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) serveHealth(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "application/json")
 	if g.draining.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, `{"status":"draining"}`)
+		g.writeError(w, host.Errorf(host.KindPeerUnavailable, "this node is shutting down"))
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(HeaderReturnCode, "0")
 	fmt.Fprintln(w, `{"status":"ok"}`)
 }
 
