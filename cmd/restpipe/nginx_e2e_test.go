@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +53,9 @@ func TestNginxFrontsTheGateway(t *testing.T) {
 
 	ng := startNginx(t, bin, sock)
 	base := ng.url + "/restpipe"
-	hc := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	// No request may hang the test: a timeout kills the test binary
+	// before any cleanup could stop nginx.
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 2 * time.Minute}
 	t.Cleanup(hc.CloseIdleConnections)
 	get := func(t *testing.T, path string, header ...string) *reply {
 		t.Helper()
@@ -154,9 +157,13 @@ func TestNginxFrontsTheGateway(t *testing.T) {
 		// The first part of a body comes back before the rest is sent:
 		// nginx buffers neither the request nor the reply.
 		pr, pw := io.Pipe()
-		defer pw.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		// On failure (a proxy that buffers waits for the body's end
+		// forever), end the body, or the transport waits for it.
+		stop := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+		defer stop()
+		defer pw.Close()
 		req, err := http.NewRequestWithContext(ctx, "PUT", base+"/server/echo", pr)
 		if err != nil {
 			t.Fatal(err)
@@ -223,6 +230,25 @@ func TestNginxFrontsTheGateway(t *testing.T) {
 		var e *client.Error
 		if !errors.As(err, &e) || e.Kind != host.KindTimeout || e.Status != 504 || e.ReturnCode != 248 {
 			t.Errorf("Do(echo?sleep=5s, Timeout 200ms) through nginx = %v, want a timeout *client.Error 504 code 248", err)
+		}
+	})
+
+	t.Run("node down", func(t *testing.T) {
+		// Last: nginx answers for a node that is gone with its own 502,
+		// which the Go client does not take for a handler's reply.
+		c.clients["c1"].stop(t)
+		r := get(t, "/server/time")
+		if r.status != 502 || r.code != "" {
+			t.Errorf("GET /server/time with the node down = %d code %q, want nginx's own 502 without a return code", r.status, r.code)
+		}
+		gc, err := client.New(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = gc.Do(context.Background(), client.Request{Path: client.ServerPath("time")})
+		var e *client.NotGatewayError
+		if !errors.As(err, &e) || e.Status != 502 {
+			t.Errorf("Do(time) through nginx with the node down = %v, want a *client.NotGatewayError of status 502", err)
 		}
 	})
 }
@@ -315,6 +341,7 @@ func tryNginx(t testing.TB, bin, example, sock string, port int) (*nginxProc, er
 	}
 	ng.cmd = exec.Command(bin, args...)
 	ng.cmd.Stdout, ng.cmd.Stderr = ng.out, ng.out
+	ng.cmd.SysProcAttr = dieWithParent()
 	if err := ng.cmd.Start(); err != nil {
 		t.Fatalf("start nginx: %v", err)
 	}
@@ -347,6 +374,19 @@ func tryNginx(t testing.TB, bin, example, sock string, port int) (*nginxProc, er
 		time.Sleep(20 * time.Millisecond) // nginx gives no readiness signal but its answer
 	}
 	return ng, nil
+}
+
+// dieWithParent returns process attributes that have the kernel kill the
+// process when the test binary dies (Linux's Pdeathsig, set by name as the
+// field exists only there): a test that panics or times out runs no
+// cleanup, and must not leave an nginx behind. Elsewhere only the cleanup
+// stops it.
+func dieWithParent() *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{}
+	if f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig"); f.IsValid() && f.CanSet() {
+		f.Set(reflect.ValueOf(syscall.SIGKILL))
+	}
+	return attr
 }
 
 // replaceOnce replaces each old string, which must occur exactly once in s,

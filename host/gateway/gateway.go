@@ -145,6 +145,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "/metrics":
 		if g.cfg.Metrics != nil {
+			w.Header().Set(HeaderReturnCode, "0")
 			g.cfg.Metrics.ServeHTTP(w, r)
 			return
 		}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // rawCA is a CA made with crypto/x509 directly, to issue certificates

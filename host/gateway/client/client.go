@@ -41,7 +41,10 @@ type Client struct {
 }
 
 // New returns a Client for the gateway at addr: "host:port",
-// "http://host:port", or "unix:/path/to.sock".
+// "http://host:port", or "unix:/path/to.sock". The http:// form may end in
+// a path prefix ("http://proxy.example/restpipe") for a gateway behind a
+// reverse proxy that strips it (see docs/nginx/restpipe.conf); event paths
+// are appended to it.
 func New(addr string) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
@@ -59,6 +62,16 @@ func New(addr string) (*Client, error) {
 		tr.Proxy = nil
 		c.base = "http://restpipe"
 	case strings.HasPrefix(addr, "http://"):
+		u, err := url.Parse(addr)
+		if err != nil {
+			return nil, fmt.Errorf("client: address %q: %w", addr, err)
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("client: address %q has no host", addr)
+		}
+		if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return nil, fmt.Errorf("client: address %q: want http://host[:port][/prefix], without user, query or fragment", addr)
+		}
 		c.base = strings.TrimSuffix(addr, "/")
 	case strings.Contains(addr, "://"):
 		return nil, fmt.Errorf("client: %q: the gateway speaks plain http on loopback or a Unix socket", addr)
@@ -109,7 +122,9 @@ type Request struct {
 	// Timeout is the event's deadline (X-Event-Timeout); 0 leaves the
 	// node's default. The context's own deadline also applies.
 	Timeout time.Duration
-	// Header holds any further request headers.
+	// Header holds any further request headers, such as X-Request-Id.
+	// ContentType and Timeout, when set, replace the headers they stand
+	// for.
 	Header http.Header
 }
 
@@ -137,8 +152,26 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("restpipe %s: %s", e.Kind, e.Message) }
 
-// Do sends req. It returns the handler's Response, whatever its status, or
-// an *Error for any other outcome (or a transport error).
+// NotGatewayError is an answer that did not come from a restpipe gateway:
+// it lacks X-Event-Return-Code, which a gateway sets on every answer. It
+// comes from something in front of the gateway, such as a reverse proxy's
+// own error (nginx's 502 while the node is down, 401 or 403 from its access
+// control), and is never mistaken for a handler's reply.
+type NotGatewayError struct {
+	Status int
+	Header http.Header
+	// Body is the start of the answer's body.
+	Body string
+}
+
+func (e *NotGatewayError) Error() string {
+	return fmt.Sprintf("restpipe: HTTP %d %s without %s: not a restpipe gateway's answer: %.200q",
+		e.Status, http.StatusText(e.Status), headerReturnCode, e.Body)
+}
+
+// Do sends req. It returns the handler's Response, whatever its status, an
+// *Error for any other outcome of the event, a *NotGatewayError for an
+// answer from something other than the gateway, or a transport error.
 func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	method := req.Method
 	if method == "" {
@@ -153,7 +186,9 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	for k, vs := range req.Header {
-		hr.Header[k] = vs
+		for _, v := range vs {
+			hr.Header.Add(k, v) // canonical keys, so the Sets below replace
+		}
 	}
 	if req.ContentType != "" {
 		hr.Header.Set("Content-Type", req.ContentType)
@@ -165,7 +200,13 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	code, _ := strconv.Atoi(resp.Header.Get(headerReturnCode))
+	rc := resp.Header.Get(headerReturnCode)
+	if rc == "" {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, &NotGatewayError{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+	}
+	code, _ := strconv.Atoi(rc)
 	if kind := resp.Header.Get(headerErrorKind); kind != "" {
 		defer resp.Body.Close()
 		return nil, decodeError(resp, host.Kind(kind), code)
