@@ -44,6 +44,8 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest request body in `bytes`; 0 means no limit")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 256, "events in flight per peer, each way, beyond which events fail with overloaded")
 	fs.DurationVar(&cfg.Grace, "grace", 30*time.Second, "on SIGTERM, how long events in flight get to finish")
+	fs.StringVar(&cfg.StatsD, "statsd", "", "also send metrics to a StatsD server at `host:port` (UDP; default: off)")
+	fs.StringVar(&cfg.StatsDPrefix, "statsd-prefix", "restpipe", "`prefix` of the StatsD metric names")
 	fs.StringVar(&cfg.PluginsDir, "plugins", "", "`directory` of handler plugins: every executable file in it is one (default: none)")
 	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
 	fs.StringVar(&checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `file`; only files listed there with that hash are started")

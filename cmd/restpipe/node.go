@@ -20,6 +20,7 @@ import (
 	"github.com/restpipe/restpipe/host/dispatch"
 	"github.com/restpipe/restpipe/host/gateway"
 	"github.com/restpipe/restpipe/host/link"
+	"github.com/restpipe/restpipe/host/metrics"
 	"github.com/restpipe/restpipe/host/pki"
 	"github.com/restpipe/restpipe/host/plugins"
 )
@@ -59,6 +60,11 @@ type nodeConfig struct {
 	PluginConfig pluginConfigFlag
 	// Checksums pins plugins when not nil (see plugins.Config).
 	Checksums map[string][]byte
+
+	// StatsD, when set (host:port), also sends metrics as StatsD lines,
+	// names under StatsDPrefix.
+	StatsD       string
+	StatsDPrefix string
 }
 
 // node is one running restpipe node: its gateway, its link, its route
@@ -75,6 +81,8 @@ type node struct {
 	gateway *gateway.Gateway
 	http    *http.Server
 	httpLn  net.Listener
+	metrics *metrics.Metrics
+	statsd  *metrics.StatsD // nil unless --statsd
 }
 
 // newNode builds a node and binds its listeners, so that configuration and
@@ -89,6 +97,13 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	if n.table, err = dispatch.New(dispatch.Config{DefaultTimeout: cfg.EventTimeout}); err != nil {
 		return nil, err
 	}
+	n.metrics = metrics.New(host.Node{Role: cfg.Role, Name: n.name})
+	if cfg.StatsD != "" {
+		if n.statsd, err = metrics.NewStatsD(cfg.StatsD, cfg.StatsDPrefix); err != nil {
+			return nil, err
+		}
+		n.metrics.SetStatsD(n.statsd)
+	}
 	if cfg.PluginsDir != "" {
 		pc := plugins.DefaultConfig()
 		pc.Dir = cfg.PluginsDir
@@ -97,6 +112,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		pc.Logger = cfg.Logger.Named("plugins")
 		pc.PluginConfig = cfg.PluginConfig
 		pc.Checksums = cfg.Checksums
+		pc.Observer = n.metrics
 		if n.plugins, err = plugins.New(pc); err != nil {
 			return nil, err
 		}
@@ -107,6 +123,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc.Software = software()
 	lc.Handler = n.table
 	lc.MaxInFlight = cfg.MaxInFlight
+	lc.Observer = n.metrics
 	var peers gateway.Peers
 	switch cfg.Role {
 	case host.RoleServer:
@@ -140,11 +157,14 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		DefaultTimeout: cfg.EventTimeout,
 		PeerWait:       cfg.PeerWait,
 		MaxBody:        cfg.MaxBody,
+		Observer:       n.metrics,
 		Status:         n.status,
+		Metrics:        n.metrics.Handler(),
 	})
 	if err != nil {
 		return nil, err
 	}
+	n.metrics.SetSnapshot(n.snapshot)
 	if n.httpLn, err = gateway.Listen(cfg.HTTP, 4096); err != nil {
 		return nil, fmt.Errorf("listen for local HTTP: %w", err)
 	}
@@ -246,6 +266,9 @@ func (n *node) run(ctx context.Context) error {
 	stopPlugins()
 	wg.Wait()
 	pluginsDone.Wait()
+	if n.statsd != nil {
+		n.statsd.Close()
+	}
 	close(errc)
 	for err := range errc {
 		if err != nil && failure == nil {

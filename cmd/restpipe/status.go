@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host/link"
+	"github.com/restpipe/restpipe/host/metrics"
 	"github.com/restpipe/restpipe/host/plugins"
 )
 
@@ -25,16 +26,37 @@ type peerStatus struct {
 	EventsIn       int       `json:"events_in"`
 }
 
+// sessions returns the node's live links.
+func (n *node) sessions() []*link.Session {
+	if n.server != nil {
+		return n.server.Sessions()
+	}
+	if s := n.client.Session(); s != nil {
+		return []*link.Session{s}
+	}
+	return nil
+}
+
+// snapshot is the node's state for the metrics scrape.
+func (n *node) snapshot() metrics.Snapshot {
+	snap := metrics.Snapshot{GatewayInFlight: n.gateway.InFlight()}
+	for _, s := range n.sessions() {
+		st := s.Stats()
+		snap.Peers = append(snap.Peers, metrics.PeerState{Name: s.Peer(), BytesIn: st.BytesIn, BytesOut: st.BytesOut,
+			EventsIn: st.EventsIn, EventsOut: st.EventsOut})
+	}
+	if n.plugins != nil {
+		for _, p := range n.plugins.Status() {
+			snap.Plugins = append(snap.Plugins, metrics.PluginState{File: p.File, State: p.State, InFlight: p.InFlight, Restarts: p.Restarts})
+		}
+	}
+	return snap
+}
+
 // status describes the node now.
 func (n *node) status() any {
 	st := nodeStatus{Role: string(n.cfg.Role), Name: n.name, Version: version, Peers: []peerStatus{}, Plugins: []plugins.Status{}}
-	var sessions []*link.Session
-	if n.server != nil {
-		sessions = n.server.Sessions()
-	} else if s := n.client.Session(); s != nil {
-		sessions = []*link.Session{s}
-	}
-	for _, s := range sessions {
+	for _, s := range n.sessions() {
 		stats := s.Stats()
 		st.Peers = append(st.Peers, peerStatus{
 			Name: s.Peer(), ConnectedSince: s.Since().UTC(), RemoteAddr: s.RemoteAddr().String(),

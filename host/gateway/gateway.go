@@ -37,6 +37,15 @@ type Peers interface {
 	Peer(ctx context.Context, name string) (host.Handler, error)
 }
 
+// Observer is told about every event the gateway answered: its route
+// ("" when refused before it had one), peer ("local", "server" or a
+// client's name), outcome kind ("" for a handler's reply), duration and
+// body bytes each way. Implementations must be fast and safe for
+// concurrent use.
+type Observer interface {
+	ObserveEvent(route, peer string, kind host.Kind, d time.Duration, bytesIn, bytesOut int64)
+}
+
 // Config configures a Gateway.
 type Config struct {
 	// Node is this node: its role decides which of /server/ and
@@ -58,6 +67,9 @@ type Config struct {
 	// MaxBody bounds a request body in bytes; 0 means no limit. Beyond it
 	// the event fails with too_large.
 	MaxBody int64
+
+	// Observer, when set, is told about every event answered.
+	Observer Observer
 
 	// Status, when set, answers GET /status with its JSON encoding.
 	Status func() any
@@ -171,15 +183,16 @@ var verbs = map[string]string{
 
 // serveEvent turns a request into an event, sends it, and writes the reply.
 func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	id := requestID(r)
-	w.Header().Set(HeaderRequestID, id)
-	ev, tgt, timeout, err := g.parse(r, id)
+	rec := &record{start: time.Now(), id: requestID(r)}
+	defer g.done(r, rec)
+	w.Header().Set(HeaderRequestID, rec.id)
+	ev, tgt, timeout, err := g.parse(r, rec.id)
 	if err != nil {
+		rec.err = err
 		g.writeError(w, err)
-		g.logEvent(r, id, "", start, err)
 		return
 	}
+	rec.route, rec.peer = ev.Route(), peerLabel(tgt)
 	g.inFlight.Add(1)
 	defer func() {
 		if g.inFlight.Add(-1) == 0 && g.draining.Load() {
@@ -190,8 +203,8 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if g.draining.Load() {
-		err := host.Errorf(host.KindPeerUnavailable, "this node is shutting down")
-		g.writeError(w, err)
+		rec.err = host.Errorf(host.KindPeerUnavailable, "this node is shutting down")
+		g.writeError(w, rec.err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
@@ -203,11 +216,11 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 		// Read the request while the reply streams back (echo).
 		_ = rc.EnableFullDuplex()
 		body = &requestBody{r: r.Body, rc: rc, max: g.cfg.MaxBody}
+		rec.body = body
 		if g.cfg.MaxBody > 0 && r.ContentLength > g.cfg.MaxBody {
-			err := host.Errorf(host.KindTooLarge, "request body of %d bytes is over the %d-byte limit", r.ContentLength, g.cfg.MaxBody)
+			rec.err = host.Errorf(host.KindTooLarge, "request body of %d bytes is over the %d-byte limit", r.ContentLength, g.cfg.MaxBody)
 			body.discard(w)
-			g.writeError(w, err)
-			g.logEvent(r, id, ev.Route(), start, err)
+			g.writeError(w, rec.err)
 			return
 		}
 		ev.Body, ev.Size = body, r.ContentLength
@@ -229,13 +242,56 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 			e.Message = fmt.Sprintf("no reply within %v: %s", timeout, e.Message)
 			err = &e
 		}
+		rec.err = err
 		g.writeError(w, err)
-		g.logEvent(r, id, ev.Route(), start, err)
 		return
 	}
 	defer rep.Close()
-	g.writeReply(w, r, rep)
-	g.logEvent(r, id, ev.Route(), start, nil)
+	rec.out = g.writeReply(w, r, rep)
+}
+
+// record is what the gateway notes about an event while serving it.
+type record struct {
+	start       time.Time
+	id          string
+	route, peer string
+	err         error
+	body        *requestBody // nil without a request body
+	out         int64        // reply body bytes written
+}
+
+// peerLabel names an event's destination in logs and metrics.
+func peerLabel(t target) string {
+	switch t.kind {
+	case toLocal:
+		return "local"
+	case toServer:
+		return "server"
+	}
+	return t.peer
+}
+
+// done logs an event (at debug level) and reports it to the observer.
+func (g *Gateway) done(r *http.Request, rec *record) {
+	d := time.Since(rec.start)
+	var in int64
+	if rec.body != nil {
+		in = rec.body.n.Load()
+	}
+	kind := host.KindOf(rec.err)
+	if g.cfg.Observer != nil {
+		g.cfg.Observer.ObserveEvent(rec.route, rec.peer, kind, d, in, rec.out)
+	}
+	if !g.log.IsDebug() {
+		return
+	}
+	args := []any{"request_id", rec.id, "method", r.Method, "path", r.URL.Path, "route", rec.route, "peer", rec.peer,
+		"duration", d, "bytes_in", in, "bytes_out", rec.out}
+	if rec.err == nil {
+		g.log.Debug("event", args...)
+		return
+	}
+	g.log.Debug("event failed", append(args, "kind", kind, "error", rec.err)...)
 }
 
 // parse builds the event a request describes.
@@ -313,8 +369,8 @@ func absent(t target, waited time.Duration) string {
 }
 
 // writeReply writes a handler's reply: its status, return code, content
-// type and body, streamed.
-func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.Reply) {
+// type and body, streamed. It returns the body bytes written.
+func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.Reply) int64 {
 	h := w.Header()
 	h.Set(HeaderReturnCode, strconv.Itoa(rep.Code))
 	if rep.ContentType != "" {
@@ -327,14 +383,16 @@ func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.R
 	}
 	w.WriteHeader(rep.StatusOrOK())
 	if rep.Body == nil || r.Method == http.MethodHead {
-		return
+		return 0
 	}
-	if err := copyReply(w, rep.Body); err != nil {
+	n, err := copyReply(w, rep.Body)
+	if err != nil {
 		// The status is out: abort the connection so the caller sees a
 		// broken transfer, not a short body.
 		g.log.Warn("reply body failed mid-way; aborting the response", "request_id", w.Header().Get(HeaderRequestID), "error", err)
 		panic(http.ErrAbortHandler)
 	}
+	return n
 }
 
 // copyBufs holds the buffers replies are copied through.
@@ -343,26 +401,28 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b 
 // copyReply copies a reply body to w, flushing whenever the body has no
 // more ready at once, so slow streams reach the caller promptly and fast
 // ones in large writes.
-func copyReply(w http.ResponseWriter, body io.Reader) error {
+func copyReply(w http.ResponseWriter, body io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	fl, _ := w.(http.Flusher)
+	var total int64
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return nil // the caller left; nothing more to tell it
+				return total, nil // the caller left; nothing more to tell it
 			}
+			total += int64(n)
 			if n < len(buf) && fl != nil {
 				fl.Flush()
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return total, nil
 		}
 		if err != nil {
-			return err
+			return total, err
 		}
 	}
 }
@@ -394,20 +454,6 @@ func (g *Gateway) writeError(w http.ResponseWriter, err error) {
 	}
 	w.WriteHeader(e.Kind.Status())
 	_ = json.NewEncoder(w).Encode(b)
-}
-
-// logEvent logs one event at debug level; failures of the node itself at
-// warn.
-func (g *Gateway) logEvent(r *http.Request, id, route string, start time.Time, err error) {
-	if !g.log.IsDebug() && err == nil {
-		return
-	}
-	args := []any{"request_id", id, "method", r.Method, "path", r.URL.Path, "route", route, "duration", time.Since(start)}
-	if err == nil {
-		g.log.Debug("event", args...)
-		return
-	}
-	g.log.Debug("event failed", append(args, "kind", host.KindOf(err), "error", err)...)
 }
 
 // mediaType returns a Content-Type without its parameters, lower-cased.

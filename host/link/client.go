@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/restpipe/restpipe/host"
 )
 
@@ -104,11 +102,13 @@ func (c *Client) Run(ctx context.Context) error {
 		sess, err := c.connect(ctx)
 		if err == nil {
 			log.Info("link up", "server", sess.peer, "addr", c.cfg.Addr, "software", sess.software)
+			c.cfg.Observer.LinkUp(sess.peer, true)
 			c.setCurrent(sess)
 			stop := context.AfterFunc(ctx, func() { sess.shutdown(ErrClosed) })
 			sess.serve()
 			stop()
 			c.clearCurrent(sess)
+			c.cfg.Observer.LinkDown(sess.peer, true)
 			lived := time.Since(sess.since)
 			if ctx.Err() == nil {
 				log.Warn("link down", "server", sess.peer, "error", sess.Err(), "after", lived.Round(time.Millisecond))
@@ -117,6 +117,7 @@ func (c *Client) Run(ctx context.Context) error {
 				attempt = 0
 			}
 		} else if ctx.Err() == nil {
+			c.cfg.Observer.LinkRefused(true)
 			log.Warn("link attempt failed", "addr", c.cfg.Addr, "attempt", attempt+1, "error", err)
 		}
 		if ctx.Err() != nil {
@@ -173,12 +174,11 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("hello with %s: %w", c.cfg.Addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	mux, err := yamux.Client(muxConn{tc}, c.cfg.yamuxConfig())
+	sess, err := newSession(&c.cfg.Config, tc, false, name, welcome.Software, &c.draining)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(&c.cfg.Config, mux, name, welcome.Software, conn.RemoteAddr(), &c.draining), nil
+	return sess, err
 }
 
 func (c *Client) setCurrent(s *Session) {

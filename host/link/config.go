@@ -13,6 +13,29 @@ import (
 	"github.com/restpipe/restpipe/host"
 )
 
+// Observer is told about links coming and going and about the events this
+// side sends. client says whether this side is the client. Calls come from
+// the link's own goroutines: implementations must be fast and safe for
+// concurrent use, and must not call back into the link.
+type Observer interface {
+	LinkUp(peer string, client bool)
+	LinkDown(peer string, client bool)
+	// LinkRefused: a connection failed its handshake (server) or a dial
+	// failed (client).
+	LinkRefused(client bool)
+	// ObserveHop: an event this side sent got its reply header (or
+	// failed) after d.
+	ObserveHop(d time.Duration, kind host.Kind)
+}
+
+// nopObserver is the Observer when none is set.
+type nopObserver struct{}
+
+func (nopObserver) LinkUp(string, bool)                 {}
+func (nopObserver) LinkDown(string, bool)               {}
+func (nopObserver) LinkRefused(bool)                    {}
+func (nopObserver) ObserveHop(time.Duration, host.Kind) {}
+
 // Config holds what server and client links have in common. Start from
 // DefaultConfig; zero durations and sizes are replaced by defaults in
 // Validate.
@@ -22,6 +45,9 @@ type Config struct {
 
 	// Logger receives the link's logs. Default: a null logger.
 	Logger hclog.Logger
+
+	// Observer, when set, is told about links and events; see Observer.
+	Observer Observer
 
 	// Software names this build in the link handshake, for the peer's logs.
 	Software string
@@ -85,6 +111,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	if c.Software == "" {
 		c.Software = d.Software

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 
@@ -105,11 +106,25 @@ func (b *byteReader) ReadByte() (byte, error) {
 	return b.buf[0], nil
 }
 
-// muxConn is the connection yamux runs on. Its Close drops the TCP
-// connection at once instead of sending TLS close_notify, which can block
-// for seconds on a dead link while every stream waits.
+// muxConn is the connection yamux runs on. It counts the bytes each way,
+// and its Close drops the TCP connection at once instead of sending TLS
+// close_notify, which can block for seconds on a dead link while every
+// stream waits.
 type muxConn struct {
 	*tls.Conn
+	in, out *atomic.Uint64
+}
+
+func (c muxConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(uint64(n))
+	return n, err
+}
+
+func (c muxConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(uint64(n))
+	return n, err
 }
 
 func (c muxConn) Close() error { return c.Conn.NetConn().Close() }

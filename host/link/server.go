@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/yamux"
 	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
@@ -216,8 +215,11 @@ func (s *Server) serveConn(conn net.Conn) {
 		if sess != nil {
 			sess.mux.Close()
 		}
-		if !errors.Is(err, ErrServerClosed) && s.logLimit.Allow() {
-			s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
+		if !errors.Is(err, ErrServerClosed) {
+			s.cfg.Observer.LinkRefused(false)
+			if s.logLimit.Allow() {
+				s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
+			}
 		}
 		return
 	}
@@ -227,7 +229,9 @@ func (s *Server) serveConn(conn net.Conn) {
 		old.shutdown(ErrReplaced)
 	}
 	s.log.Info("link up", "peer", sess.peer, "remote", sess.remote, "software", sess.software)
+	s.cfg.Observer.LinkUp(sess.peer, false)
 	sess.serve()
+	s.cfg.Observer.LinkDown(sess.peer, false)
 	s.cfg.Registry.Unregister(sess)
 	s.mu.Lock()
 	delete(s.sessions, sess)
@@ -259,11 +263,7 @@ func (s *Server) handshake(conn net.Conn) (*Session, error) {
 		return nil, fmt.Errorf("hello from %s: %w", name, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	mux, err := yamux.Server(muxConn{tc}, s.cfg.yamuxConfig())
-	if err != nil {
-		return nil, fmt.Errorf("start multiplexer: %w", err)
-	}
-	return newSession(&s.cfg.Config, mux, name, hello.Software, conn.RemoteAddr(), &s.draining), nil
+	return newSession(&s.cfg.Config, tc, true, name, hello.Software, &s.draining)
 }
 
 // Sessions returns the live sessions, sorted by peer name.

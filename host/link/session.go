@@ -2,6 +2,7 @@ package link
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,8 @@ type Session struct {
 	outSem chan struct{} // one token per event sent and not finished
 	inN    atomic.Int64  // events received and not finished
 
+	bytesIn, bytesOut atomic.Uint64 // payload bytes of the TLS connection, counted by muxConn
+
 	// draining refuses new events from the peer; idle is poked whenever an
 	// event from the peer finishes while draining.
 	draining *atomic.Bool
@@ -59,25 +62,37 @@ type Session struct {
 	done chan struct{}  // closed when serve has returned
 }
 
-// newSession wraps an established multiplexer. The caller must run serve.
-func newSession(cfg *Config, mux *yamux.Session, peer, software string, remote net.Addr, draining *atomic.Bool) *Session {
+// newSession starts yamux on a TLS connection whose hello is done. The
+// caller must run serve.
+func newSession(cfg *Config, tc *tls.Conn, server bool, peer, software string, draining *atomic.Bool) (*Session, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Session{
+	s := &Session{
 		draining: draining,
 		idle:     make(chan struct{}, 1),
 		cfg:      cfg,
 		log:      cfg.Logger.With("peer", peer),
 		peer:     peer,
-		remote:   remote,
 		since:    time.Now(),
 		software: software,
-		mux:      mux,
+		remote:   tc.RemoteAddr(),
 		ctx:      ctx,
 		cancel:   cancel,
 		outSem:   make(chan struct{}, cfg.MaxInFlight),
 		incoming: make(map[uint32]context.CancelCauseFunc),
 		done:     make(chan struct{}),
 	}
+	conn := muxConn{Conn: tc, in: &s.bytesIn, out: &s.bytesOut}
+	var err error
+	if server {
+		s.mux, err = yamux.Server(conn, cfg.yamuxConfig())
+	} else {
+		s.mux, err = yamux.Client(conn, cfg.yamuxConfig())
+	}
+	if err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("start multiplexer: %w", err)
+	}
+	return s, nil
 }
 
 // Peer returns the verified name of the node at the other end.
@@ -110,9 +125,11 @@ func (s *Session) Err() error {
 
 // SessionStats counts what a session holds right now.
 type SessionStats struct {
-	EventsOut int // events sent and not finished
-	EventsIn  int // events received and not finished
-	Streams   int // yamux streams, including ones closing
+	EventsOut int    // events sent and not finished
+	EventsIn  int    // events received and not finished
+	Streams   int    // yamux streams, including ones closing
+	BytesIn   uint64 // read from the connection since the link came up
+	BytesOut  uint64 // written to the connection since the link came up
 }
 
 // Stats returns the session's current counts.
@@ -121,6 +138,8 @@ func (s *Session) Stats() SessionStats {
 		EventsOut: len(s.outSem),
 		EventsIn:  int(s.inN.Load()),
 		Streams:   s.mux.NumStreams(),
+		BytesIn:   s.bytesIn.Load(),
+		BytesOut:  s.bytesOut.Load(),
 	}
 }
 
@@ -348,7 +367,10 @@ func (s *Session) Handle(ctx context.Context, ev *host.Event) (*host.Reply, erro
 	}
 	o := &outEvent{s: s, ctx: ctx, st: st, body: ev.Body, watchDone: make(chan struct{})}
 	o.stop = context.AfterFunc(ctx, o.abort)
-	return o.run(ev)
+	start := time.Now()
+	rep, err := o.run(ev)
+	s.cfg.Observer.ObserveHop(time.Since(start), host.KindOf(err))
+	return rep, err
 }
 
 // outEvent is one event this side sent, until its reply is closed.

@@ -22,6 +22,24 @@ type Routes interface {
 	Remove(owner string)
 }
 
+// Observer is told about plugin processes and calls. Implementations must
+// be fast and safe for concurrent use.
+type Observer interface {
+	PluginStarted(file string)
+	PluginCrashed(file string) // a crash or a failed start
+	PluginQuarantined(file string)
+	// ObservePluginCall: a plugin answered an event with its reply header
+	// (or failed) after d.
+	ObservePluginCall(d time.Duration, kind host.Kind)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) PluginStarted(string)                       {}
+func (nopObserver) PluginCrashed(string)                       {}
+func (nopObserver) PluginQuarantined(string)                   {}
+func (nopObserver) ObservePluginCall(time.Duration, host.Kind) {}
+
 // Config configures a Manager.
 type Config struct {
 	// Dir is the plugins directory. Required; it must exist.
@@ -33,6 +51,8 @@ type Config struct {
 	// Logger receives the manager's logs and, under each plugin's file
 	// name, the plugins' own. Default: a null logger.
 	Logger hclog.Logger
+	// Observer, when set, is told about plugin processes and calls.
+	Observer Observer
 
 	// PluginConfig is each plugin's configuration, by plugin file name,
 	// passed to the plugin before its first event.
@@ -111,6 +131,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	for _, f := range []struct {
 		v   *time.Duration

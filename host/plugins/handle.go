@@ -3,6 +3,7 @@ package plugins
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/restpipe/restpipe/host"
 )
@@ -34,7 +35,10 @@ func (h *pluginHandle) Handle(ctx context.Context, ev *host.Event) (*host.Reply,
 			return nil, host.Errorf(host.KindPluginUnavailable, "%s", why)
 		}
 		if in.acquire() {
-			return in.handle(ctx, ev)
+			start := time.Now()
+			rep, err := in.handle(ctx, ev)
+			in.observer.ObservePluginCall(time.Since(start), host.KindOf(err))
+			return rep, err
 		}
 		// in is draining: a newer process has replaced it, or the plugin
 		// is going away. Look again.

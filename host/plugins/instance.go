@@ -41,14 +41,15 @@ var handshake = plugin.HandshakeConfig{
 
 // instance is one running process of a plugin file.
 type instance struct {
-	file   string // the plugin's file name, its identity
-	hash   []byte // sha256 of the binary it runs
-	client *plugin.Client
-	runner atomic.Pointer[procRunner] // set by go-plugin's start, read by a canceled start
-	rpc    pluginv1.PluginClient
-	desc   *pluginv1.DescribeResponse
-	routes []string
-	debug  bool // keep tracebacks
+	file     string // the plugin's file name, its identity
+	hash     []byte // sha256 of the binary it runs
+	client   *plugin.Client
+	runner   atomic.Pointer[procRunner] // set by go-plugin's start, read by a canceled start
+	rpc      pluginv1.PluginClient
+	desc     *pluginv1.DescribeResponse
+	routes   []string
+	debug    bool // keep tracebacks
+	observer Observer
 
 	mu       sync.Mutex
 	inFlight int
@@ -61,7 +62,7 @@ type instance struct {
 func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (*instance, error) {
 	file := filepath.Base(path)
 	log := m.log.Named(file)
-	inst := &instance{file: file, hash: hash, debug: m.log.IsDebug(), idle: make(chan struct{})}
+	inst := &instance{file: file, hash: hash, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{})}
 
 	if m.cfg.Checksums != nil {
 		// go-plugin's own check runs on the command it builds, which a

@@ -216,6 +216,7 @@ func (s *supervisor) run(ctx context.Context) {
 				old := cur
 				cur, stuck = inst, nil
 				s.h.cur.Store(inst)
+				s.m.cfg.Observer.PluginStarted(s.file)
 				s.setStatus(func(st *Status) {
 					st.State, st.Error = StateRunning, ""
 					st.Name, st.Version = inst.desc.Name, inst.desc.Version
@@ -287,6 +288,7 @@ func (s *supervisor) crashed(crashes []time.Time, err error) []time.Time {
 		}
 	}
 	recent = append(recent, now)
+	s.m.cfg.Observer.PluginCrashed(s.file)
 	s.log.Error("plugin crashed or failed to start", "error", err, "recent_crashes", len(recent))
 	return recent
 }
@@ -298,6 +300,7 @@ func (s *supervisor) backoff(crashes []time.Time) <-chan time.Time {
 	if n >= s.m.cfg.QuarantineAfter {
 		msg := fmt.Sprintf("plugin %s is quarantined after %d crashes within %v; replace its file to try again", s.file, n, s.m.cfg.CrashWindow)
 		s.log.Error("plugin quarantined", "crashes", n, "window", s.m.cfg.CrashWindow)
+		s.m.cfg.Observer.PluginQuarantined(s.file)
 		s.h.setUnavailable(msg)
 		s.setStatus(func(st *Status) { st.State, st.PID, st.Error = StateQuarantined, 0, msg })
 		return nil
