@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -47,6 +48,7 @@ type Plugin struct {
 	name, version string
 	routes        map[string]route // by route name
 	configure     func(Config) error
+	onPeer        PeerFunc
 	errs          []error // registration mistakes, reported by Err and Serve
 
 	logOnce sync.Once // guards logger: handlers may call Logger concurrently
@@ -131,11 +133,40 @@ func (p *Plugin) Routes() []string {
 
 // Err returns the registration mistakes so far, joined, or nil.
 func (p *Plugin) Err() error {
-	if len(p.routes) == 0 && len(p.errs) == 0 {
-		return errors.New("plugin registers no route")
+	if len(p.routes) == 0 && p.onPeer == nil && len(p.errs) == 0 {
+		return errors.New("plugin registers no route and no peer hook")
 	}
 	return errors.Join(p.errs...)
 }
+
+// PeerEvent is one change of the node's links, RestPipe's connection
+// hooks. On the server node: a client linked (Kind "connection_added") or
+// left ("connection_removed"). On a client node: the link to the server
+// came up ("connection_success"), dropped ("connection_lost"), or an
+// attempt to make it failed ("connection_fail").
+type PeerEvent struct {
+	Kind string
+	// Peer is the verified name of the other node ("" for
+	// connection_fail).
+	Peer string
+	// Peers is how many peers are connected after the change.
+	Peers int
+	// Error says why, for connection_fail and connection_lost.
+	Error string
+	// Time is when the change happened.
+	Time time.Time
+}
+
+// PeerFunc receives peer events. The node calls it for one event at a
+// time, in the order the changes happened; a slow PeerFunc delays the
+// next events (and beyond a backlog of 256 the node drops them, logging
+// it). An error it returns is logged by the node.
+type PeerFunc func(ctx context.Context, ev PeerEvent) error
+
+// OnPeer asks the node for peer events and registers f to receive them.
+// Events that happen while the plugin is not running (before it started,
+// or while it restarts) are not replayed.
+func (p *Plugin) OnPeer(f PeerFunc) { p.onPeer = f }
 
 // Logger returns the plugin's logger. Its lines reach the node's log under
 // the plugin's name, at their level. It is safe for concurrent use.

@@ -635,3 +635,53 @@ func call(t testing.TB, h *pluginsdktest.Harness, req pluginsdktest.Request) *pl
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+func TestOnPeerHook(t *testing.T) {
+	var got []pluginsdk.PeerEvent
+	p := pluginsdk.New("hooks", "1")
+	p.OnPeer(func(_ context.Context, ev pluginsdk.PeerEvent) error {
+		if ev.Kind == "boom" {
+			panic("hook exploded")
+		}
+		if ev.Kind == "refuse" {
+			return errors.New("not today")
+		}
+		got = append(got, ev)
+		return nil
+	})
+	if err := p.Err(); err != nil {
+		t.Fatalf("a hooks-only plugin: Err() = %v, want nil", err)
+	}
+	h := pluginsdktest.Start(t, p, pluginsdktest.Options{})
+	if !h.Describe().PeerEvents {
+		t.Error("Describe().PeerEvents = false for a plugin with OnPeer")
+	}
+	ctx := context.Background()
+	when := time.Unix(1700000000, 5)
+	if err := h.PeerEvent(ctx, pluginsdk.PeerEvent{Kind: "connection_added", Peer: "web1", Peers: 3, Time: when}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Kind != "connection_added" || got[0].Peer != "web1" || got[0].Peers != 3 || !got[0].Time.Equal(when) {
+		t.Errorf("hook got %+v", got)
+	}
+	if err := h.PeerEvent(ctx, pluginsdk.PeerEvent{Kind: "refuse"}); err == nil || !strings.Contains(err.Error(), "not today") {
+		t.Errorf("hook error = %v, want it passed back", err)
+	}
+	if err := h.PeerEvent(ctx, pluginsdk.PeerEvent{Kind: "boom"}); err == nil || !strings.Contains(err.Error(), "hook exploded") {
+		t.Errorf("hook panic = %v, want it reported as an error", err)
+	}
+	// A plugin without a hook refuses peer events.
+	h2 := pluginsdktest.Start(t, newTestPluginWithRoute(), pluginsdktest.Options{})
+	if h2.Describe().PeerEvents {
+		t.Error("PeerEvents = true without OnPeer")
+	}
+	if err := h2.PeerEvent(ctx, pluginsdk.PeerEvent{Kind: "connection_added"}); err == nil {
+		t.Error("a plugin without OnPeer accepted a peer event")
+	}
+}
+
+func newTestPluginWithRoute() *pluginsdk.Plugin {
+	p := pluginsdk.New("plain", "1")
+	p.Handle("get", "x", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) { return pluginsdk.Text("x"), nil })
+	return p
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -50,6 +51,7 @@ func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pl
 		Name:            s.p.name,
 		Version:         s.p.version,
 		ProtocolVersion: pluginv1.ProtocolVersion,
+		PeerEvents:      s.p.onPeer != nil,
 	}
 	if s.configErr != nil {
 		resp.Error = "configure: " + s.configErr.Error()
@@ -59,6 +61,28 @@ func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pl
 		resp.Routes = append(resp.Routes, &pluginv1.Route{Verb: r.verb, Noun: r.noun, Name: name})
 	}
 	return resp, nil
+}
+
+// PeerEvent hands a peer event to the plugin's hook.
+func (s *server) PeerEvent(ctx context.Context, req *pluginv1.PeerEventRequest) (*pluginv1.PeerEventResponse, error) {
+	if s.p.onPeer == nil {
+		return nil, status.Error(codes.Unimplemented, "this plugin registered no peer hook")
+	}
+	ev := PeerEvent{Kind: req.Kind, Peer: req.Peer, Peers: int(req.Peers), Error: req.Error, Time: time.Unix(0, req.UnixNano)}
+	if err := callPeer(ctx, s.p.onPeer, ev); err != nil {
+		return nil, status.Error(codes.Unknown, err.Error())
+	}
+	return &pluginv1.PeerEventResponse{}, nil
+}
+
+// callPeer runs f, turning a panic into an error.
+func callPeer(ctx context.Context, f PeerFunc, ev PeerEvent) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in peer hook: %v", r)
+		}
+	}()
+	return f(ctx, ev)
 }
 
 // callConfigure runs f, turning a panic into an error.

@@ -123,7 +123,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc.Software = software()
 	lc.Handler = n.table
 	lc.MaxInFlight = cfg.MaxInFlight
-	lc.Observer = n.metrics
+	lc.Observer = linkObserver{n}
 	var peers gateway.Peers
 	switch cfg.Role {
 	case host.RoleServer:

@@ -102,13 +102,13 @@ func (c *Client) Run(ctx context.Context) error {
 		sess, err := c.connect(ctx)
 		if err == nil {
 			log.Info("link up", "server", sess.peer, "addr", c.cfg.Addr, "software", sess.software)
-			c.cfg.Observer.LinkUp(sess.peer, true)
 			c.setCurrent(sess)
+			c.cfg.Observer.LinkUp(sess.peer, true)
 			stop := context.AfterFunc(ctx, func() { sess.shutdown(ErrClosed) })
 			sess.serve()
 			stop()
 			c.clearCurrent(sess)
-			c.cfg.Observer.LinkDown(sess.peer, true)
+			c.cfg.Observer.LinkDown(sess.peer, true, sess.Err())
 			lived := time.Since(sess.since)
 			if ctx.Err() == nil {
 				log.Warn("link down", "server", sess.peer, "error", sess.Err(), "after", lived.Round(time.Millisecond))
@@ -117,7 +117,7 @@ func (c *Client) Run(ctx context.Context) error {
 				attempt = 0
 			}
 		} else if ctx.Err() == nil {
-			c.cfg.Observer.LinkRefused(true)
+			c.cfg.Observer.LinkRefused(true, err)
 			log.Warn("link attempt failed", "addr", c.cfg.Addr, "attempt", attempt+1, "error", err)
 		}
 		if ctx.Err() != nil {

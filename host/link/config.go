@@ -18,11 +18,16 @@ import (
 // the link's own goroutines: implementations must be fast and safe for
 // concurrent use, and must not call back into the link.
 type Observer interface {
+	// LinkUp: a link to peer is up; on the server it is already in the
+	// registry.
 	LinkUp(peer string, client bool)
-	LinkDown(peer string, client bool)
+	// LinkDown: the link to peer ended for err (wrapping ErrReplaced when a
+	// newer link from the same peer took over); on the server it is
+	// already out of the registry.
+	LinkDown(peer string, client bool, err error)
 	// LinkRefused: a connection failed its handshake (server) or a dial
 	// failed (client).
-	LinkRefused(client bool)
+	LinkRefused(client bool, err error)
 	// ObserveHop: an event this side sent got its reply header (or
 	// failed) after d.
 	ObserveHop(d time.Duration, kind host.Kind)
@@ -32,8 +37,8 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) LinkUp(string, bool)                 {}
-func (nopObserver) LinkDown(string, bool)               {}
-func (nopObserver) LinkRefused(bool)                    {}
+func (nopObserver) LinkDown(string, bool, error)        {}
+func (nopObserver) LinkRefused(bool, error)             {}
 func (nopObserver) ObserveHop(time.Duration, host.Kind) {}
 
 // Config holds what server and client links have in common. Start from

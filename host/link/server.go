@@ -216,7 +216,7 @@ func (s *Server) serveConn(conn net.Conn) {
 			sess.mux.Close()
 		}
 		if !errors.Is(err, ErrServerClosed) {
-			s.cfg.Observer.LinkRefused(false)
+			s.cfg.Observer.LinkRefused(false, err)
 			if s.logLimit.Allow() {
 				s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
 			}
@@ -231,8 +231,8 @@ func (s *Server) serveConn(conn net.Conn) {
 	s.log.Info("link up", "peer", sess.peer, "remote", sess.remote, "software", sess.software)
 	s.cfg.Observer.LinkUp(sess.peer, false)
 	sess.serve()
-	s.cfg.Observer.LinkDown(sess.peer, false)
 	s.cfg.Registry.Unregister(sess)
+	s.cfg.Observer.LinkDown(sess.peer, false, sess.Err())
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	s.mu.Unlock()

@@ -146,7 +146,7 @@ func (m *Metrics) LinkUp(peer string, client bool) {
 }
 
 // LinkDown records a link going down (link.Observer).
-func (m *Metrics) LinkDown(peer string, client bool) {
+func (m *Metrics) LinkDown(peer string, client bool, _ error) {
 	m.linkEvents.WithLabelValues("down").Inc()
 	if m.statsd != nil {
 		m.statsd.link(client, false)
@@ -154,7 +154,7 @@ func (m *Metrics) LinkDown(peer string, client bool) {
 }
 
 // LinkRefused records a failed handshake or dial (link.Observer).
-func (m *Metrics) LinkRefused(client bool) {
+func (m *Metrics) LinkRefused(client bool, _ error) {
 	m.linkEvents.WithLabelValues("refused").Inc()
 	if m.statsd != nil && client {
 		m.statsd.count("connection_fail")

@@ -31,6 +31,9 @@ type Observer interface {
 	// ObservePluginCall: a plugin answered an event with its reply header
 	// (or failed) after d.
 	ObservePluginCall(d time.Duration, kind host.Kind)
+	// PeerHook: a peer event was delivered to a plugin, or dropped because
+	// the plugin fell behind.
+	PeerHook(delivered bool)
 }
 
 type nopObserver struct{}
@@ -39,6 +42,7 @@ func (nopObserver) PluginStarted(string)                       {}
 func (nopObserver) PluginCrashed(string)                       {}
 func (nopObserver) PluginQuarantined(string)                   {}
 func (nopObserver) ObservePluginCall(time.Duration, host.Kind) {}
+func (nopObserver) PeerHook(bool)                              {}
 
 // Config configures a Manager.
 type Config struct {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -55,6 +56,28 @@ type instance struct {
 	inFlight int
 	draining bool
 	idle     chan struct{} // closed when draining and nothing is in flight
+
+	// peers queues peer events for the plugin, delivered in order by
+	// deliverPeers; nil unless the plugin asked for them.
+	peers       chan *pluginv1.PeerEventRequest // guarded by mu for sending and closing
+	peersClosed bool
+	peersDone   chan struct{}
+	peerCancel  context.CancelFunc // ends the hook call in progress
+	killOnce    sync.Once
+	log         hclog.Logger
+}
+
+// stopPeers ends peer event delivery: the hook call in progress is
+// canceled and events still queued are dropped.
+func (in *instance) stopPeers() {
+	if in.peers == nil {
+		return
+	}
+	in.mu.Lock()
+	in.peersClosed = true
+	close(in.peers)
+	in.mu.Unlock()
+	in.peerCancel()
 }
 
 // startInstance launches the plugin at path, connects to it and describes
@@ -139,7 +162,56 @@ func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (
 	for _, r := range desc.Routes {
 		inst.routes = append(inst.routes, r.Name)
 	}
+	inst.log = log
+	if desc.PeerEvents {
+		inst.peers = make(chan *pluginv1.PeerEventRequest, peerBacklog)
+		inst.peersDone = make(chan struct{})
+		var peerCtx context.Context
+		peerCtx, inst.peerCancel = context.WithCancel(context.Background())
+		go inst.deliverPeers(peerCtx)
+	}
 	return inst, nil
+}
+
+// peerBacklog bounds the peer events queued for a plugin; beyond it new
+// ones are dropped (and logged).
+const peerBacklog = 256
+
+// peerEvent queues ev for the plugin, if it asked for peer events. It
+// never blocks: a plugin that falls behind loses events.
+func (in *instance) peerEvent(ev *pluginv1.PeerEventRequest) {
+	if in.peers == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.peersClosed {
+		return
+	}
+	select {
+	case in.peers <- ev:
+	default:
+		in.observer.PeerHook(false)
+		in.log.Warn("peer event dropped: the plugin's hook is behind", "kind", ev.Kind, "peer", ev.Peer, "backlog", peerBacklog)
+	}
+}
+
+// deliverPeers calls the plugin's hook for each queued event, in order,
+// until the queue is closed by kill.
+func (in *instance) deliverPeers(base context.Context) {
+	defer close(in.peersDone)
+	for ev := range in.peers {
+		if base.Err() != nil {
+			continue // stopping: drop what is left
+		}
+		ctx, cancel := context.WithTimeout(base, 10*time.Second)
+		_, err := in.rpc.PeerEvent(ctx, ev)
+		cancel()
+		in.observer.PeerHook(err == nil)
+		if err != nil {
+			in.log.Warn("peer hook failed", "kind", ev.Kind, "peer", ev.Peer, "error", err)
+		}
+	}
 }
 
 // Reasons a plugin is refused rather than retried at once.
@@ -227,11 +299,16 @@ func (in *instance) drain() <-chan struct{} {
 }
 
 // kill stops the process: gracefully if it answers, by force otherwise.
+// Peer events still queued are dropped.
 func (in *instance) kill() {
+	in.killOnce.Do(in.stopPeers)
 	in.client.Kill()
 	if r := in.runner.Load(); r != nil {
 		_ = r.Kill(context.Background())
 		<-r.exited
+	}
+	if in.peersDone != nil {
+		<-in.peersDone
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/hashicorp/go-hclog"
+
+	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
 
 // Manager runs the plugins of one directory: every executable file in it is
@@ -234,6 +236,23 @@ func (m *Manager) routesFreed(from *supervisor) {
 	for _, s := range m.sups {
 		if s != from {
 			s.retryConflict()
+		}
+	}
+}
+
+// PeerEvent tells every running plugin that asked for peer events about a
+// change of the node's links (kind is one of RestPipe's hook names, see
+// proto/plugin/v1). It never blocks: each plugin has its own ordered queue.
+func (m *Manager) PeerEvent(kind, peer string, peers int, cause error) {
+	ev := &pluginv1.PeerEventRequest{Kind: kind, Peer: peer, Peers: int32(peers), UnixNano: time.Now().UnixNano()}
+	if cause != nil {
+		ev.Error = cause.Error()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.sups {
+		if in := s.h.cur.Load(); in != nil {
+			in.peerEvent(ev)
 		}
 	}
 }

@@ -44,6 +44,8 @@ type Description struct {
 	Routes        []string
 	// Error is the plugin's reason not to serve (a Configure error), or "".
 	Error string
+	// PeerEvents says the plugin asked for peer events (OnPeer).
+	PeerEvents bool
 }
 
 // Harness is a plugin served in the test process. Its methods are safe for
@@ -106,7 +108,7 @@ func Start(t testing.TB, p *pluginsdk.Plugin, opts Options) *Harness {
 	if err != nil {
 		t.Fatalf("describe: %v", err)
 	}
-	h.desc = Description{Name: d.Name, Version: d.Version, Error: d.Error}
+	h.desc = Description{Name: d.Name, Version: d.Version, Error: d.Error, PeerEvents: d.PeerEvents}
 	for _, r := range d.Routes {
 		h.desc.Routes = append(h.desc.Routes, r.Name)
 	}
@@ -138,6 +140,15 @@ func (h *Harness) Close() { h.stopOnce.Do(h.stop) }
 
 // Describe returns what the plugin said about itself at start.
 func (h *Harness) Describe() Description { return h.desc }
+
+// PeerEvent delivers a peer event to the plugin's OnPeer hook, as a node
+// does, and returns the hook's error.
+func (h *Harness) PeerEvent(ctx context.Context, ev pluginsdk.PeerEvent) error {
+	_, err := h.client.PeerEvent(ctx, &pluginv1.PeerEventRequest{
+		Kind: ev.Kind, Peer: ev.Peer, Peers: int32(ev.Peers), Error: ev.Error, UnixNano: ev.Time.UnixNano(),
+	})
+	return err
+}
 
 // inlineMax is the largest body a node sends inside the event header.
 const inlineMax = 32 << 10

@@ -154,7 +154,9 @@ type DescribeResponse struct {
 	Routes          []*Route `protobuf:"bytes,4,rep,name=routes,proto3" json:"routes,omitempty"`
 	// error is set when the plugin cannot run, for example because its
 	// configuration is wrong; the host then does not route to it.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// peer_events asks the host for PeerEvent calls.
+	PeerEvents    bool `protobuf:"varint,6,opt,name=peer_events,json=peerEvents,proto3" json:"peer_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +224,13 @@ func (x *DescribeResponse) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *DescribeResponse) GetPeerEvents() bool {
+	if x != nil {
+		return x.PeerEvents
+	}
+	return false
 }
 
 // Route is one verb and noun a plugin handles.
@@ -864,6 +873,127 @@ func (x *Exception) GetTraceback() string {
 	return ""
 }
 
+// PeerEventRequest is one change of the node's links.
+type PeerEventRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is RestPipe's hook name. On the server: "connection_added" (a
+	// client linked) and "connection_removed" (it left). On a client:
+	// "connection_success" (linked to the server), "connection_lost" (the
+	// link dropped) and "connection_fail" (a connection attempt failed).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// peer is the verified name of the other node; "" for connection_fail.
+	Peer string `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	// peers is how many peers are connected after the change.
+	Peers int32 `protobuf:"varint,3,opt,name=peers,proto3" json:"peers,omitempty"`
+	// error says why, for connection_fail and connection_lost.
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// unix_nano is when the change happened.
+	UnixNano      int64 `protobuf:"varint,5,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerEventRequest) Reset() {
+	*x = PeerEventRequest{}
+	mi := &file_plugin_v1_plugin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerEventRequest) ProtoMessage() {}
+
+func (x *PeerEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_plugin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerEventRequest.ProtoReflect.Descriptor instead.
+func (*PeerEventRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PeerEventRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PeerEventRequest) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *PeerEventRequest) GetPeers() int32 {
+	if x != nil {
+		return x.Peers
+	}
+	return 0
+}
+
+func (x *PeerEventRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PeerEventRequest) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+type PeerEventResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerEventResponse) Reset() {
+	*x = PeerEventResponse{}
+	mi := &file_plugin_v1_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerEventResponse) ProtoMessage() {}
+
+func (x *PeerEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerEventResponse.ProtoReflect.Descriptor instead.
+func (*PeerEventResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+}
+
 var File_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_v1_plugin_proto_rawDesc = "" +
@@ -878,13 +1008,15 @@ const file_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06config\x18\x03 \x03(\v2/.restpipe.plugin.v1.DescribeRequest.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x121\n" +
 	"\x06routes\x18\x04 \x03(\v2\x19.restpipe.plugin.v1.RouteR\x06routes\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"C\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1f\n" +
+	"\vpeer_events\x18\x06 \x01(\bR\n" +
+	"peerEvents\"C\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x12\n" +
 	"\x04noun\x18\x02 \x01(\tR\x04noun\x12\x12\n" +
@@ -935,10 +1067,18 @@ const file_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tException\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x14\n" +
 	"\x05class\x18\x02 \x01(\tR\x05class\x12\x1c\n" +
-	"\ttraceback\x18\x03 \x01(\tR\ttraceback2\xb4\x01\n" +
+	"\ttraceback\x18\x03 \x01(\tR\ttraceback\"\x83\x01\n" +
+	"\x10PeerEventRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x14\n" +
+	"\x05peers\x18\x03 \x01(\x05R\x05peers\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1b\n" +
+	"\tunix_nano\x18\x05 \x01(\x03R\bunixNano\"\x13\n" +
+	"\x11PeerEventResponse2\x8e\x02\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.restpipe.plugin.v1.DescribeRequest\x1a$.restpipe.plugin.v1.DescribeResponse\x12S\n" +
-	"\x06Handle\x12!.restpipe.plugin.v1.HandleRequest\x1a\".restpipe.plugin.v1.HandleResponse(\x010\x01B7Z5github.com/restpipe/restpipe/proto/plugin/v1;pluginv1b\x06proto3"
+	"\x06Handle\x12!.restpipe.plugin.v1.HandleRequest\x1a\".restpipe.plugin.v1.HandleResponse(\x010\x01\x12X\n" +
+	"\tPeerEvent\x12$.restpipe.plugin.v1.PeerEventRequest\x1a%.restpipe.plugin.v1.PeerEventResponseB7Z5github.com/restpipe/restpipe/proto/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_plugin_v1_plugin_proto_rawDescOnce sync.Once
@@ -952,39 +1092,43 @@ func file_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_plugin_v1_plugin_proto_goTypes = []any{
-	(*Node)(nil),             // 0: restpipe.plugin.v1.Node
-	(*DescribeRequest)(nil),  // 1: restpipe.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil), // 2: restpipe.plugin.v1.DescribeResponse
-	(*Route)(nil),            // 3: restpipe.plugin.v1.Route
-	(*HandleRequest)(nil),    // 4: restpipe.plugin.v1.HandleRequest
-	(*EventHeader)(nil),      // 5: restpipe.plugin.v1.EventHeader
-	(*Values)(nil),           // 6: restpipe.plugin.v1.Values
-	(*HandleResponse)(nil),   // 7: restpipe.plugin.v1.HandleResponse
-	(*ReplyHeader)(nil),      // 8: restpipe.plugin.v1.ReplyHeader
-	(*End)(nil),              // 9: restpipe.plugin.v1.End
-	(*Exception)(nil),        // 10: restpipe.plugin.v1.Exception
-	nil,                      // 11: restpipe.plugin.v1.DescribeRequest.ConfigEntry
-	nil,                      // 12: restpipe.plugin.v1.EventHeader.QueryEntry
+	(*Node)(nil),              // 0: restpipe.plugin.v1.Node
+	(*DescribeRequest)(nil),   // 1: restpipe.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 2: restpipe.plugin.v1.DescribeResponse
+	(*Route)(nil),             // 3: restpipe.plugin.v1.Route
+	(*HandleRequest)(nil),     // 4: restpipe.plugin.v1.HandleRequest
+	(*EventHeader)(nil),       // 5: restpipe.plugin.v1.EventHeader
+	(*Values)(nil),            // 6: restpipe.plugin.v1.Values
+	(*HandleResponse)(nil),    // 7: restpipe.plugin.v1.HandleResponse
+	(*ReplyHeader)(nil),       // 8: restpipe.plugin.v1.ReplyHeader
+	(*End)(nil),               // 9: restpipe.plugin.v1.End
+	(*Exception)(nil),         // 10: restpipe.plugin.v1.Exception
+	(*PeerEventRequest)(nil),  // 11: restpipe.plugin.v1.PeerEventRequest
+	(*PeerEventResponse)(nil), // 12: restpipe.plugin.v1.PeerEventResponse
+	nil,                       // 13: restpipe.plugin.v1.DescribeRequest.ConfigEntry
+	nil,                       // 14: restpipe.plugin.v1.EventHeader.QueryEntry
 }
 var file_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: restpipe.plugin.v1.DescribeRequest.node:type_name -> restpipe.plugin.v1.Node
-	11, // 1: restpipe.plugin.v1.DescribeRequest.config:type_name -> restpipe.plugin.v1.DescribeRequest.ConfigEntry
+	13, // 1: restpipe.plugin.v1.DescribeRequest.config:type_name -> restpipe.plugin.v1.DescribeRequest.ConfigEntry
 	3,  // 2: restpipe.plugin.v1.DescribeResponse.routes:type_name -> restpipe.plugin.v1.Route
 	5,  // 3: restpipe.plugin.v1.HandleRequest.header:type_name -> restpipe.plugin.v1.EventHeader
 	9,  // 4: restpipe.plugin.v1.HandleRequest.end:type_name -> restpipe.plugin.v1.End
-	12, // 5: restpipe.plugin.v1.EventHeader.query:type_name -> restpipe.plugin.v1.EventHeader.QueryEntry
+	14, // 5: restpipe.plugin.v1.EventHeader.query:type_name -> restpipe.plugin.v1.EventHeader.QueryEntry
 	8,  // 6: restpipe.plugin.v1.HandleResponse.header:type_name -> restpipe.plugin.v1.ReplyHeader
 	9,  // 7: restpipe.plugin.v1.HandleResponse.end:type_name -> restpipe.plugin.v1.End
 	10, // 8: restpipe.plugin.v1.HandleResponse.failure:type_name -> restpipe.plugin.v1.Exception
 	6,  // 9: restpipe.plugin.v1.EventHeader.QueryEntry.value:type_name -> restpipe.plugin.v1.Values
 	1,  // 10: restpipe.plugin.v1.Plugin.Describe:input_type -> restpipe.plugin.v1.DescribeRequest
 	4,  // 11: restpipe.plugin.v1.Plugin.Handle:input_type -> restpipe.plugin.v1.HandleRequest
-	2,  // 12: restpipe.plugin.v1.Plugin.Describe:output_type -> restpipe.plugin.v1.DescribeResponse
-	7,  // 13: restpipe.plugin.v1.Plugin.Handle:output_type -> restpipe.plugin.v1.HandleResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
+	11, // 12: restpipe.plugin.v1.Plugin.PeerEvent:input_type -> restpipe.plugin.v1.PeerEventRequest
+	2,  // 13: restpipe.plugin.v1.Plugin.Describe:output_type -> restpipe.plugin.v1.DescribeResponse
+	7,  // 14: restpipe.plugin.v1.Plugin.Handle:output_type -> restpipe.plugin.v1.HandleResponse
+	12, // 15: restpipe.plugin.v1.Plugin.PeerEvent:output_type -> restpipe.plugin.v1.PeerEventResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1012,7 +1156,7 @@ func file_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_plugin_proto_rawDesc), len(file_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

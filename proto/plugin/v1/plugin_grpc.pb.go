@@ -23,8 +23,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Plugin_Describe_FullMethodName = "/restpipe.plugin.v1.Plugin/Describe"
-	Plugin_Handle_FullMethodName   = "/restpipe.plugin.v1.Plugin/Handle"
+	Plugin_Describe_FullMethodName  = "/restpipe.plugin.v1.Plugin/Describe"
+	Plugin_Handle_FullMethodName    = "/restpipe.plugin.v1.Plugin/Handle"
+	Plugin_PeerEvent_FullMethodName = "/restpipe.plugin.v1.Plugin/PeerEvent"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -44,6 +45,10 @@ type PluginClient interface {
 	// exceptions), or with a failure instead of all of it. The call's deadline is the event's deadline;
 	// the caller going away cancels the call.
 	Handle(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HandleRequest, HandleResponse], error)
+	// PeerEvent tells a plugin that asked for them (DescribeResponse.peer_events)
+	// that a peer connected or disconnected: RestPipe's connection hooks. The
+	// host sends them to each plugin one at a time, in order.
+	PeerEvent(ctx context.Context, in *PeerEventRequest, opts ...grpc.CallOption) (*PeerEventResponse, error)
 }
 
 type pluginClient struct {
@@ -77,6 +82,16 @@ func (c *pluginClient) Handle(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_HandleClient = grpc.BidiStreamingClient[HandleRequest, HandleResponse]
 
+func (c *pluginClient) PeerEvent(ctx context.Context, in *PeerEventRequest, opts ...grpc.CallOption) (*PeerEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerEventResponse)
+	err := c.cc.Invoke(ctx, Plugin_PeerEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PluginServer is the server API for Plugin service.
 // All implementations must embed UnimplementedPluginServer
 // for forward compatibility.
@@ -94,6 +109,10 @@ type PluginServer interface {
 	// exceptions), or with a failure instead of all of it. The call's deadline is the event's deadline;
 	// the caller going away cancels the call.
 	Handle(grpc.BidiStreamingServer[HandleRequest, HandleResponse]) error
+	// PeerEvent tells a plugin that asked for them (DescribeResponse.peer_events)
+	// that a peer connected or disconnected: RestPipe's connection hooks. The
+	// host sends them to each plugin one at a time, in order.
+	PeerEvent(context.Context, *PeerEventRequest) (*PeerEventResponse, error)
 	mustEmbedUnimplementedPluginServer()
 }
 
@@ -109,6 +128,9 @@ func (UnimplementedPluginServer) Describe(context.Context, *DescribeRequest) (*D
 }
 func (UnimplementedPluginServer) Handle(grpc.BidiStreamingServer[HandleRequest, HandleResponse]) error {
 	return status.Error(codes.Unimplemented, "method Handle not implemented")
+}
+func (UnimplementedPluginServer) PeerEvent(context.Context, *PeerEventRequest) (*PeerEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PeerEvent not implemented")
 }
 func (UnimplementedPluginServer) mustEmbedUnimplementedPluginServer() {}
 func (UnimplementedPluginServer) testEmbeddedByValue()                {}
@@ -156,6 +178,24 @@ func _Plugin_Handle_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_HandleServer = grpc.BidiStreamingServer[HandleRequest, HandleResponse]
 
+func _Plugin_PeerEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).PeerEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_PeerEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).PeerEvent(ctx, req.(*PeerEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Plugin_ServiceDesc is the grpc.ServiceDesc for Plugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +206,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _Plugin_Describe_Handler,
+		},
+		{
+			MethodName: "PeerEvent",
+			Handler:    _Plugin_PeerEvent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

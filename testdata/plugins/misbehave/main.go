@@ -13,7 +13,8 @@
 //	                 the deadline), crash (exits mid-event), hang (ignores
 //	                 its context), print (writes to stdout and to file
 //	                 descriptor 1), slow (?ms=N, or until canceled, which
-//	                 it logs with the event id), and post echo
+//	                 it logs with the event id), post echo, and peers
+//	                 (the peer events it received, in order)
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	pluginsdk "github.com/restpipe/restpipe/plugin-sdk"
@@ -89,6 +91,22 @@ func main() {
 			p.Logger().Info("slow event canceled", "id", ev.ID, "error", ctx.Err())
 			return nil, ctx.Err()
 		}
+	})
+	// Peer events, as received, in order.
+	var (
+		peersMu sync.Mutex
+		peers   = []map[string]any{}
+	)
+	p.OnPeer(func(_ context.Context, ev pluginsdk.PeerEvent) error {
+		peersMu.Lock()
+		defer peersMu.Unlock()
+		peers = append(peers, map[string]any{"kind": ev.Kind, "peer": ev.Peer, "peers": ev.Peers, "error": ev.Error})
+		return nil
+	})
+	p.Handle("get", name+"/peers", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		peersMu.Lock()
+		defer peersMu.Unlock()
+		return pluginsdk.JSON(peers), nil
 	})
 	p.Handle("post", name+"/echo", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
 		return pluginsdk.Stream(ev.ContentType, ev.Body, ev.Size), nil
