@@ -22,7 +22,7 @@ func TestPluginServesAndLogsUnderItsName(t *testing.T) {
 	e.install(bin("misbehave"), "good")
 	e.start()
 	st := e.waitState("good", StateRunning, 5*time.Second)
-	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 6 || st.PID == 0 {
+	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 7 || st.PID == 0 {
 		t.Errorf("status = %+v", st)
 	}
 	v, err := e.get("good/ok")
