@@ -24,6 +24,11 @@ type peerStatus struct {
 	RemoteAddr     string    `json:"remote_addr"`
 	EventsOut      int       `json:"events_out"`
 	EventsIn       int       `json:"events_in"`
+	BytesIn        uint64    `json:"bytes_in"`
+	BytesOut       uint64    `json:"bytes_out"`
+	// RTTMillis is the round trip of the last keepalive ping.
+	RTTMillis float64 `json:"rtt_ms"`
+	Software  string  `json:"software"`
 }
 
 // sessions returns the node's live links.
@@ -43,7 +48,7 @@ func (n *node) snapshot() metrics.Snapshot {
 	for _, s := range n.sessions() {
 		st := s.Stats()
 		snap.Peers = append(snap.Peers, metrics.PeerState{Name: s.Peer(), BytesIn: st.BytesIn, BytesOut: st.BytesOut,
-			EventsIn: st.EventsIn, EventsOut: st.EventsOut})
+			EventsIn: st.EventsIn, EventsOut: st.EventsOut, RTT: s.RTT()})
 	}
 	if n.plugins != nil {
 		for _, p := range n.plugins.Status() {
@@ -60,7 +65,8 @@ func (n *node) status() any {
 		stats := s.Stats()
 		st.Peers = append(st.Peers, peerStatus{
 			Name: s.Peer(), ConnectedSince: s.Since().UTC(), RemoteAddr: s.RemoteAddr().String(),
-			EventsOut: stats.EventsOut, EventsIn: stats.EventsIn,
+			EventsOut: stats.EventsOut, EventsIn: stats.EventsIn, BytesIn: stats.BytesIn, BytesOut: stats.BytesOut,
+			RTTMillis: float64(s.RTT().Microseconds()) / 1000, Software: s.PeerSoftware(),
 		})
 	}
 	if n.plugins != nil {

@@ -19,6 +19,10 @@ var (
 	// error text carries its reason.
 	ErrRefused = errors.New("link refused")
 
+	// ErrKeepAlive ends a session whose peer did not answer a ping in
+	// time: the link is dead or silent.
+	ErrKeepAlive = errors.New("keepalive timeout: the peer stopped answering")
+
 	// ErrTooManyStreams ends a session whose peer opened far more streams
 	// than it may have events in flight.
 	ErrTooManyStreams = errors.New("peer opened too many streams")

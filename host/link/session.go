@@ -48,6 +48,7 @@ type Session struct {
 	inN    atomic.Int64  // events received and not finished
 
 	bytesIn, bytesOut atomic.Uint64 // payload bytes of the TLS connection, counted by muxConn
+	rtt               atomic.Int64  // last ping's round trip, in nanoseconds
 
 	// draining refuses new events from the peer; idle is poked whenever an
 	// event from the peer finishes while draining.
@@ -143,8 +144,34 @@ func (s *Session) Stats() SessionStats {
 	}
 }
 
-// Ping measures the round-trip time to the peer.
-func (s *Session) Ping() (time.Duration, error) { return s.mux.Ping() }
+// RTT returns the round-trip time the last keepalive ping measured, 0
+// before the first.
+func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// keepalive pings the peer every KeepAliveInterval and ends the session
+// when an answer takes longer than KeepAliveTimeout (yamux's Ping waits
+// that long), so a dead or silent link is detected within their sum. It
+// records each round trip for RTT.
+func (s *Session) keepalive() {
+	t := time.NewTicker(s.cfg.KeepAliveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			rtt, err := s.mux.Ping()
+			if err != nil {
+				if !s.mux.IsClosed() {
+					s.log.Warn("closing link: the peer stopped answering pings", "error", err)
+					s.shutdown(fmt.Errorf("%w (%v)", ErrKeepAlive, err))
+				}
+				return
+			}
+			s.rtt.Store(int64(rtt))
+		case <-s.mux.CloseChan():
+			return
+		}
+	}
+}
 
 // Close ends the session: every event in flight on it fails with link_lost.
 // It waits until the session's goroutines are done, so it must not be
@@ -169,6 +196,10 @@ func (s *Session) shutdown(cause error) {
 // cancels the incoming events and waits for them. The owner runs it.
 func (s *Session) serve() {
 	defer close(s.done)
+	var pinger sync.WaitGroup
+	pinger.Add(1)
+	go func() { defer pinger.Done(); s.keepalive() }()
+	defer pinger.Wait()
 	// A peer may hold a few streams per event (request, cancel, closing
 	// ones); far more than that is abuse, and ends the link.
 	streamLimit := 8*s.cfg.MaxInFlight + 64
@@ -269,7 +300,11 @@ func (s *Session) serveEvent(ctx context.Context, st *yamux.Stream, fr *frameRea
 		ev.Body = &eventBody{s: s, ctx: ctx, st: st, fr: fr}
 	}
 
+	start := time.Now()
 	rep, err := s.cfg.Handler.Handle(ctx, ev)
+	if s.log.IsDebug() {
+		s.log.Debug("event from peer", "request_id", ev.ID, "route", ev.Route(), "kind", host.KindOf(err), "duration", time.Since(start))
+	}
 	if err != nil {
 		s.replyError(st, err)
 		return

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -58,12 +60,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	up := c.desc("restpipe_link_up", "1 for each live link, by peer.", "peer")
 	bytes := c.desc("restpipe_link_bytes_total", "Bytes on a link since it came up, TLS included, by peer and direction.", "peer", "direction")
 	inFlight := c.desc("restpipe_link_events_in_flight", "Events in flight on a link, by peer and direction (in: from the peer).", "peer", "direction")
+	rtt := c.desc("restpipe_link_rtt_seconds", "Round trip of a link's last keepalive ping, by peer.", "peer")
 	for _, p := range s.Peers {
 		ch <- prometheus.MustNewConstMetric(up, gauge, 1, p.Name)
 		ch <- prometheus.MustNewConstMetric(bytes, counter, float64(p.BytesIn), p.Name, "in")
 		ch <- prometheus.MustNewConstMetric(bytes, counter, float64(p.BytesOut), p.Name, "out")
 		ch <- prometheus.MustNewConstMetric(inFlight, gauge, float64(p.EventsIn), p.Name, "in")
 		ch <- prometheus.MustNewConstMetric(inFlight, gauge, float64(p.EventsOut), p.Name, "out")
+		ch <- prometheus.MustNewConstMetric(rtt, gauge, p.RTT.Seconds(), p.Name)
 	}
 	state := c.desc("restpipe_plugin_state", "1 for each plugin, labelled with its state.", "plugin", "state")
 	pin := c.desc("restpipe_plugin_events_in_flight", "Events in flight in a plugin.", "plugin")
