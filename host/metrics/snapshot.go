@@ -20,8 +20,9 @@ type Snapshot struct {
 // PeerState is one live link.
 type PeerState struct {
 	Name                string
-	BytesIn, BytesOut   uint64 // on the wire, TLS included, since the link came up
-	EventsIn, EventsOut int    // in flight now
+	BytesIn, BytesOut   uint64        // on the wire, TLS included, since the link came up
+	EventsIn, EventsOut int           // in flight now
+	RTT                 time.Duration // of the last keepalive ping
 }
 
 // PluginState is one plugin.
