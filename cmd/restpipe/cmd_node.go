@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,30 +14,42 @@ import (
 	"github.com/restpipe/restpipe/host/plugins"
 )
 
-// runNode runs `restpipe server` or `restpipe client`.
-func runNode(ctx context.Context, role string, args []string, stderr io.Writer, getenv func(string) string) error {
-	help := "Run the server node: accept links from client nodes."
+// nodeFlags are the flags of `restpipe server` and `restpipe client`, and
+// the values they set. Their definitions in register are the one source of
+// the flag names, the configuration file's keys and every default.
+type nodeFlags struct {
+	files         pki.Files
+	cfg           nodeConfig
+	serverName    string
+	logs          logFlags
+	checksumsFile string
+	configFile    string
+
+	// fs is the flag set the fields are bound to.
+	fs *flag.FlagSet
+}
+
+// register defines the flags of a node of role ("server" or "client") in fs.
+func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	defaultHTTP := "127.0.0.1:8080"
 	if role == "client" {
-		help = "Run a client node: keep a link to the server node, dialing out."
 		defaultHTTP = "127.0.0.1:8081"
 	}
-	fs := newFlagSet(role, stderr, help)
-	var (
-		files         pki.Files
-		cfg           = nodeConfig{Role: host.Role(role), PluginConfig: pluginConfigFlag{}}
-		serverName    string
-		logs          logFlags
-		checksumsFile string
-	)
-	fs.StringVar(&files.CA, "ca", "", "PEM `file` of the CA that signs every node's certificate (required)")
-	fs.StringVar(&files.Cert, "cert", "", "PEM `file` of this node's certificate (required)")
-	fs.StringVar(&files.Key, "key", "", "PEM `file` of this node's private key (required)")
+	nf.cfg.Role = host.Role(role)
+	if nf.cfg.PluginConfig == nil {
+		nf.cfg.PluginConfig = pluginConfigFlag{}
+	}
+	nf.fs = fs
+	cfg := &nf.cfg
+	fs.StringVar(&nf.configFile, "config", "", "HCL `file` of settings: a key per flag, plus plugin blocks (see docs/config.md); flags and the environment win over it")
+	fs.StringVar(&nf.files.CA, "ca", "", "PEM `file` of the CA that signs every node's certificate (required)")
+	fs.StringVar(&nf.files.Cert, "cert", "", "PEM `file` of this node's certificate (required)")
+	fs.StringVar(&nf.files.Key, "key", "", "PEM `file` of this node's private key (required)")
 	if role == "server" {
 		fs.StringVar(&cfg.Listen, "listen", ":7443", "`address` to accept links on")
 	} else {
 		fs.StringVar(&cfg.Server, "server", "", "`address` of the server's link, host:port (required)")
-		fs.StringVar(&serverName, "server-name", "", "`name` to verify in the server's certificate (default: the host part of --server)")
+		fs.StringVar(&nf.serverName, "server-name", "", "`name` to verify in the server's certificate (default: the host part of --server)")
 	}
 	fs.StringVar(&cfg.HTTP, "http", defaultHTTP, "`address` of the local REST gateway: host:port, or unix:/path/to.sock")
 	fs.DurationVar(&cfg.EventTimeout, "event-timeout", 30*time.Second, "deadline of an event whose caller sets no X-Event-Timeout")
@@ -48,38 +61,74 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 	fs.StringVar(&cfg.StatsDPrefix, "statsd-prefix", "restpipe", "`prefix` of the StatsD metric names")
 	fs.StringVar(&cfg.PluginsDir, "plugins", "", "`directory` of handler plugins: every executable file in it is one (default: none)")
 	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
-	fs.StringVar(&checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `file`; only files listed there with that hash are started")
-	logs.register(fs)
-	if err := parseFlags(fs, args, getenv); err != nil {
-		return err
+	fs.StringVar(&nf.checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `file`; only files listed there with that hash are started")
+	nf.logs.register(fs)
+}
+
+// parseNodeFlags returns the settings of a node of role. Each flag takes its
+// value from the first that gives one of: the command line, the environment
+// (RESTPIPE_<FLAG>), the configuration file (--config), its default.
+func parseNodeFlags(role string, args []string, stderr io.Writer, getenv func(string) string) (*nodeFlags, error) {
+	help := "Run the server node: accept links from client nodes."
+	if role == "client" {
+		help = "Run a client node: keep a link to the server node, dialing out."
 	}
-	log, err := logs.logger("restpipe", stderr)
+	fs := newFlagSet(role, stderr, help)
+	nf := &nodeFlags{}
+	nf.register(fs, role)
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return nil, err
+	}
+	if nf.configFile == "" {
+		return nf, nil
+	}
+	cf, err := loadConfigFile(nf.configFile, role)
+	if err != nil {
+		return nil, err
+	}
+	if err := cf.apply(fs, getenv, nf.cfg.PluginConfig); err != nil {
+		return nil, err
+	}
+	return nf, nil
+}
+
+// runNode runs `restpipe server` or `restpipe client`.
+func runNode(ctx context.Context, role string, args []string, stderr io.Writer, getenv func(string) string) error {
+	nf, err := parseNodeFlags(role, args, stderr, getenv)
 	if err != nil {
 		return err
 	}
-	if files.CA == "" || files.Cert == "" || files.Key == "" {
-		return errors.New("--ca, --cert and --key are required (or RESTPIPE_CA, RESTPIPE_CERT, RESTPIPE_KEY)")
+	cfg := nf.cfg
+	log, err := nf.logs.logger("restpipe", stderr)
+	if err != nil {
+		return err
+	}
+	if nf.configFile != "" {
+		log.Info("read the configuration file", "file", nf.configFile)
+	}
+	if nf.files.CA == "" || nf.files.Cert == "" || nf.files.Key == "" {
+		return errors.New("--ca, --cert and --key are required (or RESTPIPE_CA, RESTPIPE_CERT, RESTPIPE_KEY, or ca, cert and key in --config)")
 	}
 	if role == "client" {
 		if cfg.Server == "" {
-			return errors.New("--server is required (or RESTPIPE_SERVER)")
+			return errors.New("--server is required (or RESTPIPE_SERVER, or server in --config)")
 		}
-		if cfg.ServerName, err = serverNameOf(cfg.Server, serverName); err != nil {
+		if cfg.ServerName, err = serverNameOf(cfg.Server, nf.serverName); err != nil {
 			return err
 		}
 	}
-	if checksumsFile != "" {
-		f, err := os.Open(checksumsFile)
+	if nf.checksumsFile != "" {
+		f, err := os.Open(nf.checksumsFile)
 		if err != nil {
 			return fmt.Errorf("--plugin-checksums: %w", err)
 		}
 		cfg.Checksums, err = plugins.ParseChecksums(f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("--plugin-checksums %s: %w", checksumsFile, err)
+			return fmt.Errorf("--plugin-checksums %s: %w", nf.checksumsFile, err)
 		}
 	}
-	if cfg.Store, err = pki.NewStore(files); err != nil {
+	if cfg.Store, err = pki.NewStore(nf.files); err != nil {
 		return err
 	}
 	cfg.Logger = log

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -67,18 +68,33 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
 }
 
+// checkLogLevel reports whether s is a --log-level the logger takes.
+func checkLogLevel(s string) error {
+	if l := hclog.LevelFromString(s); l == hclog.NoLevel || l == hclog.Off {
+		return errors.New("want trace, debug, info, warn or error")
+	}
+	return nil
+}
+
+// checkLogFormat reports whether s is a --log-format the logger takes.
+func checkLogFormat(s string) error {
+	if s != "text" && s != "json" {
+		return errors.New("want text or json")
+	}
+	return nil
+}
+
 // logger builds the root logger the flags describe.
 func (l *logFlags) logger(name string, w io.Writer) (hclog.Logger, error) {
-	level := hclog.LevelFromString(l.level)
-	if level == hclog.NoLevel || strings.EqualFold(l.level, "off") {
-		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", l.level)
+	if err := checkLogLevel(l.level); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", l.level, err)
 	}
-	if l.format != "text" && l.format != "json" {
-		return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+	if err := checkLogFormat(l.format); err != nil {
+		return nil, fmt.Errorf("--log-format %q: %w", l.format, err)
 	}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       name,
-		Level:      level,
+		Level:      hclog.LevelFromString(l.level),
 		JSONFormat: l.format == "json",
 		Output:     w,
 	}), nil

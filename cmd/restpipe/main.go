@@ -8,9 +8,11 @@
 //	restpipe pki      create a CA and issue node certificates
 //	restpipe version  print the version
 //
-// Every flag can also be set in the environment as RESTPIPE_<FLAG>, with
-// dashes as underscores (RESTPIPE_SERVER_NAME for --server-name). A flag on
-// the command line wins over the environment.
+// Every flag of server and client can also be set in the environment as
+// RESTPIPE_<FLAG>, with dashes as underscores (RESTPIPE_SERVER_NAME for
+// --server-name), and in an HCL configuration file (--config, see
+// docs/config.md). A flag on the command line wins over the environment,
+// which wins over the file, which wins over the default.
 //
 // This package is the only place that knows every concrete type of the
 // daemon: it wires host/link, host/pki and the rest together and owns their

@@ -60,7 +60,8 @@ func (n *node) snapshot() metrics.Snapshot {
 
 // status describes the node now.
 func (n *node) status() any {
-	st := nodeStatus{Role: string(n.cfg.Role), Name: n.name, Version: version, Peers: []peerStatus{}, Plugins: []plugins.Status{}}
+	v, _ := buildVersion()
+	st := nodeStatus{Role: string(n.cfg.Role), Name: n.name, Version: v, Peers: []peerStatus{}, Plugins: []plugins.Status{}}
 	for _, s := range n.sessions() {
 		stats := s.Stats()
 		st.Peers = append(st.Peers, peerStatus{

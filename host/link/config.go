@@ -162,7 +162,7 @@ func (c *Config) yamuxConfig() *yamux.Config {
 		// Room for every event in flight plus cancel streams; beyond it
 		// yamux resets new streams, and our own MaxInFlight answers
 		// overloaded long before.
-		AcceptBacklog:          2*c.MaxInFlight + 64,
+		AcceptBacklog: 2*c.MaxInFlight + 64,
 		// The session runs its own keepalive (Session.keepalive), which
 		// records the round-trip time for /status.
 		EnableKeepAlive:        false,
