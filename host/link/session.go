@@ -82,7 +82,7 @@ func newSession(cfg *Config, tc *tls.Conn, server bool, peer, software string, d
 		incoming: make(map[uint32]context.CancelCauseFunc),
 		done:     make(chan struct{}),
 	}
-	conn := muxConn{Conn: tc, in: &s.bytesIn, out: &s.bytesOut}
+	conn := &muxConn{Conn: tc, in: &s.bytesIn, out: &s.bytesOut}
 	var err error
 	if server {
 		s.mux, err = yamux.Server(conn, cfg.yamuxConfig())
