@@ -32,6 +32,8 @@ type server struct {
 	node       Node
 	configured bool
 	configErr  error
+	parked     map[uint64]*parked // ticketed replies waiting for Fetch
+	nextTicket uint64
 }
 
 func newServer(p *Plugin) *server { return &server{p: p} }
@@ -52,6 +54,7 @@ func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pl
 		Version:         s.p.version,
 		ProtocolVersion: pluginv1.ProtocolVersion,
 		PeerEvents:      s.p.onPeer != nil,
+		Call:            true,
 	}
 	if s.configErr != nil {
 		resp.Error = "configure: " + s.configErr.Error()
@@ -98,7 +101,7 @@ func callConfigure(f func(Config) error, c Config) (err error) {
 	return f(c)
 }
 
-// Handle runs one event.
+// Handle runs one event, its bodies streamed.
 func (s *server) Handle(stream pluginv1.Plugin_HandleServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -108,28 +111,144 @@ func (s *server) Handle(stream pluginv1.Plugin_HandleServer) error {
 	if hdr == nil {
 		return status.Error(codes.InvalidArgument, "first message is not an event header")
 	}
-	s.mu.Lock()
-	node, described, configErr := s.node, s.configured, s.configErr
-	s.mu.Unlock()
-	if !described {
-		return status.Errorf(codes.FailedPrecondition, "plugin %s got an event before Describe", s.p.name)
-	}
-	if configErr != nil {
-		return status.Errorf(codes.FailedPrecondition, "plugin %s is not configured: %v", s.p.name, configErr)
-	}
-	r, ok := s.p.routes[RouteName(hdr.Verb, hdr.Noun)]
-	if !ok {
-		return status.Errorf(codes.NotFound, "plugin %s has no handler for %s", s.p.name, RouteName(hdr.Verb, hdr.Noun))
+	r, node, err := s.lookup(hdr)
+	if err != nil {
+		return err
 	}
 	ev := eventFromHeader(hdr, node)
 	ev.Body = newRequestBody(stream, hdr)
-
-	ctx := stream.Context()
-	rep, exc := run(ctx, r.h, ev)
+	rep, exc := run(stream.Context(), r.h, ev)
 	if exc != nil {
 		return stream.Send(failureMsg(exc))
 	}
 	return sendReply(stream, rep)
+}
+
+// lookup finds the handler of an event, once the plugin is described and
+// configured.
+func (s *server) lookup(hdr *pluginv1.EventHeader) (route, Node, error) {
+	s.mu.Lock()
+	node, described, configErr := s.node, s.configured, s.configErr
+	s.mu.Unlock()
+	if !described {
+		return route{}, node, status.Errorf(codes.FailedPrecondition, "plugin %s got an event before Describe", s.p.name)
+	}
+	if configErr != nil {
+		return route{}, node, status.Errorf(codes.FailedPrecondition, "plugin %s is not configured: %v", s.p.name, configErr)
+	}
+	r, ok := s.p.routes[RouteName(hdr.Verb, hdr.Noun)]
+	if !ok {
+		return route{}, node, status.Errorf(codes.NotFound, "plugin %s has no handler for %s", s.p.name, RouteName(hdr.Verb, hdr.Noun))
+	}
+	return r, node, nil
+}
+
+// Call runs one event whose request body is inline or empty, in one round
+// trip. A reply too large to come back inline is parked under a ticket
+// for Fetch; its handler's context lives on until the Fetch ends (or the
+// deadline passes), so a streaming body can still use it.
+func (s *server) Call(ctx context.Context, req *pluginv1.CallRequest) (*pluginv1.CallResponse, error) {
+	hdr := req.GetHeader()
+	if hdr == nil {
+		return nil, status.Error(codes.InvalidArgument, "call without an event header")
+	}
+	if !hdr.BodyInline && hdr.BodySize != 0 {
+		return nil, status.Error(codes.InvalidArgument, "call with a streamed body; use Handle")
+	}
+	r, node, err := s.lookup(hdr)
+	if err != nil {
+		return nil, err
+	}
+	ev := eventFromHeader(hdr, node)
+	ev.Body = bytes.NewReader(hdr.InlineBody)
+
+	// The handler's context: the call's deadline and, while the call runs,
+	// its cancellation; past the call, the Fetch's.
+	deadline, hasDeadline := ctx.Deadline()
+	if !hasDeadline {
+		deadline = time.Now().Add(maxParked)
+	}
+	hctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	stop := context.AfterFunc(ctx, cancel)
+
+	rep, exc := run(hctx, r.h, ev)
+	if exc != nil {
+		stop()
+		cancel()
+		return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Failure{Failure: exceptionMsg(exc)}}, nil
+	}
+	rhdr, body, exc := prepareReply(rep)
+	if exc != nil || body == nil {
+		stop()
+		cancel()
+		if exc != nil {
+			return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Failure{Failure: exceptionMsg(exc)}}, nil
+		}
+		return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Reply{Reply: rhdr}}, nil
+	}
+	if !stop() {
+		// The caller went away while the handler ran.
+		closeBody(body)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	ticket := s.park(body, rhdr.BodySize, cancel, deadline)
+	return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Reply{Reply: rhdr}, Ticket: ticket}, nil
+}
+
+// maxParked bounds how long a ticketed reply of an event without a
+// deadline waits for its Fetch.
+const maxParked = time.Minute
+
+// parked is a ticketed reply waiting for its Fetch.
+type parked struct {
+	body   io.Reader
+	size   int64
+	cancel context.CancelFunc // ends the handler's context
+	timer  *time.Timer        // drops the reply when nobody fetches it
+}
+
+// park keeps a reply body for Fetch until deadline and returns its ticket.
+func (s *server) park(body io.Reader, size int64, cancel context.CancelFunc, deadline time.Time) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parked == nil {
+		s.parked = make(map[uint64]*parked)
+	}
+	s.nextTicket++
+	t := s.nextTicket
+	p := &parked{body: body, size: size, cancel: cancel}
+	p.timer = time.AfterFunc(time.Until(deadline), func() {
+		if q := s.unpark(t); q != nil {
+			q.cancel()
+			closeBody(q.body)
+		}
+	})
+	s.parked[t] = p
+	return t
+}
+
+// unpark takes the reply parked under ticket t, or nil.
+func (s *server) unpark(t uint64) *parked {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.parked[t]
+	if p != nil {
+		delete(s.parked, t)
+		p.timer.Stop()
+	}
+	return p
+}
+
+// Fetch streams the body of a ticketed reply.
+func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Plugin_FetchServer) error {
+	p := s.unpark(req.GetTicket())
+	if p == nil {
+		return status.Errorf(codes.NotFound, "no reply waits under ticket %d: it was fetched, or its deadline passed", req.GetTicket())
+	}
+	defer p.cancel()
+	stop := context.AfterFunc(stream.Context(), p.cancel)
+	defer stop()
+	return streamBody(stream.Send, p.body, p.size)
 }
 
 // run calls h, turning an error, a panic or an unusable reply into an
@@ -161,27 +280,42 @@ func run(ctx context.Context, h HandlerFunc, ev *Event) (rep *Reply, exc *Except
 	return nil, exc
 }
 
-// sendReply sends the reply: its header with the body inline when the body
-// is small and of known size, else the header, the body in chunks and an
-// end. A body that fails, panics or does not match its announced size
-// becomes a failure while the header is unsent, and an end carrying the
-// error after, so the caller never mistakes it for a complete one.
-func sendReply(stream pluginv1.Plugin_HandleServer, rep *Reply) (err error) {
-	headerSent := false
+// sendReply sends the reply on a Handle stream: its header with the body
+// inline when the body is small and of known size, else the header, the
+// body in chunks and an end (see prepareReply and streamBody).
+func sendReply(stream pluginv1.Plugin_HandleServer, rep *Reply) error {
+	hdr, body, exc := prepareReply(rep)
+	if exc != nil {
+		return stream.Send(failureMsg(exc))
+	}
+	if err := stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}}); err != nil {
+		closeBody(body)
+		return err
+	}
+	if body == nil {
+		return nil
+	}
+	return streamBody(stream.Send, body, hdr.BodySize)
+}
+
+// prepareReply builds the header of rep. A body that is empty or small and
+// of known size goes inline in the header and is closed: body is then nil.
+// Otherwise body is what streamBody must send (and close). A body that
+// fails, panics or does not match its announced size before the header is
+// built becomes an exception instead (and is closed).
+func prepareReply(rep *Reply) (hdr *pluginv1.ReplyHeader, body io.Reader, exc *Exception) {
 	defer func() {
 		if r := recover(); r != nil {
-			if headerSent {
-				err = stream.Send(endMsg(fmt.Errorf("panic while streaming the reply: %v", r)))
-				return
-			}
-			err = stream.Send(failureMsg(&Exception{Message: fmt.Sprint(r), Class: "panic", Traceback: string(debug.Stack())}))
+			closeBody(rep.Body)
+			hdr, body, exc = nil, nil, &Exception{Message: fmt.Sprint(r), Class: "panic", Traceback: string(debug.Stack())}
 		}
 	}()
-	if c, ok := rep.Body.(io.Closer); ok {
-		defer c.Close()
-	}
 	body, size := rep.Body, max(rep.Size, -1)
-	if body != nil && size == 0 {
+	hdr = &pluginv1.ReplyHeader{Status: int32(rep.Status), ReturnCode: int32(rep.Code), ContentType: rep.ContentType}
+	if body == nil {
+		return hdr, nil, nil
+	}
+	if size == 0 {
 		// A Size left at 0 may be a forgotten one: an empty body goes as
 		// empty, any other as of unknown length.
 		var first [1]byte
@@ -189,31 +323,53 @@ func sendReply(stream pluginv1.Plugin_HandleServer, rep *Reply) (err error) {
 		case n == 1:
 			body, size = io.MultiReader(bytes.NewReader(first[:]), body), -1
 		case err != io.EOF:
-			return stream.Send(failureMsg(exceptionOf(fmt.Errorf("read reply body: %w", err))))
+			closeBody(rep.Body)
+			return nil, nil, exceptionOf(fmt.Errorf("read reply body: %w", err))
+		default:
+			closeBody(rep.Body)
+			hdr.BodyInline = true // a body, empty
+			return hdr, nil, nil
 		}
-	}
-	hdr := &pluginv1.ReplyHeader{
-		Status:      int32(rep.Status),
-		ReturnCode:  int32(rep.Code),
-		ContentType: rep.ContentType,
-		BodySize:    size,
-	}
-	if body == nil {
-		hdr.BodySize = 0
-		return stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}})
 	}
 	if size >= 0 && size <= inlineMax {
 		b, err := readSmall(body, size)
+		closeBody(rep.Body)
 		if err != nil {
-			return stream.Send(failureMsg(exceptionOf(fmt.Errorf("read reply body: %w", err))))
+			return nil, nil, exceptionOf(fmt.Errorf("read reply body: %w", err))
 		}
-		hdr.BodyInline, hdr.InlineBody = true, b
-		return stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}})
+		hdr.BodyInline, hdr.InlineBody, hdr.BodySize = true, b, size
+		return hdr, nil, nil
 	}
-	headerSent = true
-	if err := stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}}); err != nil {
-		return err
+	hdr.BodySize = size
+	if c, ok := rep.Body.(io.Closer); ok && body != rep.Body {
+		body = readCloser{body, c} // keep the Close of the original body
 	}
+	return hdr, body, nil
+}
+
+// readCloser pairs a reader with the Close of another.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// closeBody closes a body that is an io.Closer.
+func closeBody(b io.Reader) {
+	if c, ok := b.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// streamBody sends body as chunks and an end, then closes it. A body that
+// fails, panics or does not match size (-1: unknown) ends with an end
+// carrying the error, so the caller never mistakes it for a complete one.
+func streamBody(send func(*pluginv1.HandleResponse) error, body io.Reader, size int64) (err error) {
+	defer closeBody(body)
+	defer func() {
+		if r := recover(); r != nil {
+			err = send(endMsg(fmt.Errorf("panic while streaming the reply: %v", r)))
+		}
+	}()
 	var sent int64
 	buf := make([]byte, chunkSize)
 	for {
@@ -221,26 +377,29 @@ func sendReply(stream pluginv1.Plugin_HandleServer, rep *Reply) (err error) {
 		if n > 0 {
 			sent += int64(n)
 			if size >= 0 && sent > size {
-				return stream.Send(endMsg(fmt.Errorf("reply body is longer than its announced %d bytes", size)))
+				return send(endMsg(fmt.Errorf("reply body is longer than its announced %d bytes", size)))
 			}
-			if err := stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Chunk{Chunk: buf[:n]}}); err != nil {
+			if err := send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Chunk{Chunk: buf[:n]}}); err != nil {
 				return err
 			}
 		}
 		switch {
 		case rerr == io.EOF && size >= 0 && sent < size:
-			return stream.Send(endMsg(fmt.Errorf("reply body is %d bytes, shorter than its announced %d", sent, size)))
+			return send(endMsg(fmt.Errorf("reply body is %d bytes, shorter than its announced %d", sent, size)))
 		case rerr == io.EOF:
-			return stream.Send(endMsg(nil))
+			return send(endMsg(nil))
 		case rerr != nil:
-			return stream.Send(endMsg(rerr))
+			return send(endMsg(rerr))
 		}
 	}
 }
 
 func failureMsg(e *Exception) *pluginv1.HandleResponse {
-	return &pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Failure{
-		Failure: &pluginv1.Exception{Message: e.Message, Class: e.Class, Traceback: e.Traceback}}}
+	return &pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Failure{Failure: exceptionMsg(e)}}
+}
+
+func exceptionMsg(e *Exception) *pluginv1.Exception {
+	return &pluginv1.Exception{Message: e.Message, Class: e.Class, Traceback: e.Traceback}
 }
 
 func endMsg(err error) *pluginv1.HandleResponse {

@@ -2,10 +2,13 @@ package pluginsdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -104,5 +107,109 @@ func TestHandleBeforeDescribe(t *testing.T) {
 	f := &fakeStream{in: []*pluginv1.HandleRequest{{Msg: &pluginv1.HandleRequest_Header{Header: &pluginv1.EventHeader{Verb: "get", Noun: "x"}}}}}
 	if err := newServer(p).Handle(f); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("Handle() before Describe = %v, want FailedPrecondition", err)
+	}
+}
+
+// fetchStream is a Fetch server stream that records what it is sent.
+type fetchStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	sent []*pluginv1.HandleResponse
+}
+
+func (f *fetchStream) Context() context.Context { return f.ctx }
+
+func (f *fetchStream) Send(m *pluginv1.HandleResponse) error {
+	f.sent = append(f.sent, m)
+	return nil
+}
+
+// ctxReader fails once its context is done: a streamed body that needs its
+// handler's context.
+type ctxReader struct {
+	ctx    context.Context
+	left   int
+	closed *atomic.Bool
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.left)
+	r.left -= n
+	return n, nil
+}
+
+func (r *ctxReader) Close() error { r.closed.Store(true); return nil }
+
+func TestCallAndFetch(t *testing.T) {
+	var closed atomic.Bool
+	p := New("t", "1")
+	p.Handle("get", "small", func(context.Context, *Event) (*Reply, error) { return Text("hi"), nil })
+	p.Handle("get", "big", func(ctx context.Context, ev *Event) (*Reply, error) {
+		return Stream("application/octet-stream", &ctxReader{ctx: ctx, left: 100 << 10, closed: &closed}, 100<<10), nil
+	})
+	p.Handle("get", "fail", func(context.Context, *Event) (*Reply, error) { return nil, errors.New("nope") })
+	s := newServer(p)
+	if _, err := s.Describe(context.Background(), &pluginv1.DescribeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	call := func(ctx context.Context, noun string) *pluginv1.CallResponse {
+		t.Helper()
+		resp, err := s.Call(ctx, &pluginv1.CallRequest{Header: &pluginv1.EventHeader{Verb: "get", Noun: noun}})
+		if err != nil {
+			t.Fatalf("Call(%s) = %v", noun, err)
+		}
+		return resp
+	}
+
+	if r := call(context.Background(), "small"); r.Ticket != 0 || string(r.GetReply().InlineBody) != "hi" {
+		t.Errorf("small reply = %v, want it inline", r)
+	}
+	if r := call(context.Background(), "fail"); r.GetFailure().GetMessage() != "nope" {
+		t.Errorf("failing handler = %v, want its exception", r)
+	}
+
+	// A big reply is ticketed; its handler's context lives on until Fetch.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := call(ctx, "big")
+	if r.Ticket == 0 || r.GetReply().BodyInline || r.GetReply().BodySize != 100<<10 {
+		t.Fatalf("big reply = %v, want a ticket", r)
+	}
+	f := &fetchStream{ctx: context.Background()}
+	if err := s.Fetch(&pluginv1.FetchRequest{Ticket: r.Ticket}, f); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	for _, m := range f.sent {
+		got += len(m.GetChunk())
+	}
+	if last := f.sent[len(f.sent)-1].GetEnd(); last == nil || last.Error != "" || got != 100<<10 || !closed.Load() {
+		t.Errorf("fetched %d bytes, last %v, body closed %v; want all of it, a clean end, and the body closed", got, f.sent[len(f.sent)-1], closed.Load())
+	}
+	if err := s.Fetch(&pluginv1.FetchRequest{Ticket: r.Ticket}, f); status.Code(err) != codes.NotFound {
+		t.Errorf("a second Fetch = %v, want NotFound", err)
+	}
+
+	// A ticket nobody fetches is dropped at the event's deadline, and its
+	// body closed.
+	closed.Store(false)
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	r = call(short, "big")
+	deadline := time.Now().Add(5 * time.Second)
+	for !closed.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // waiting for the deadline is the scenario
+	}
+	if !closed.Load() {
+		t.Error("an unfetched body was not closed at its deadline")
+	}
+	if err := s.Fetch(&pluginv1.FetchRequest{Ticket: r.Ticket}, f); status.Code(err) != codes.NotFound {
+		t.Errorf("Fetch after the deadline = %v, want NotFound", err)
 	}
 }

@@ -271,3 +271,28 @@ func TestPeerWait(t *testing.T) {
 		t.Errorf("event for a late client = %d %s", r.status, r.body)
 	}
 }
+
+// TestOversizedHeaders checks request headers over the gateway's 1 MiB
+// limit are refused and the node goes on serving. net/http answers 431 and
+// closes the connection; a caller still sending its headers may see the
+// connection reset before it reads the 431.
+func TestOversizedHeaders(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{plugins: []string{"time"}}, "c1")
+	cl := c.clients["c1"]
+	req, _ := http.NewRequest("GET", cl.url("/server/time"), nil)
+	req.Header.Set("X-Huge", strings.Repeat("h", 1<<20+8<<10))
+	resp, err := http.DefaultClient.Do(req)
+	switch {
+	case err != nil:
+		t.Logf("oversized headers: the connection was cut (%v)", err)
+	case resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge:
+		t.Errorf("oversized headers = %d, want 431", resp.StatusCode)
+	default:
+		resp.Body.Close()
+		t.Logf("oversized headers: 431")
+	}
+	if r := do(t, "GET", cl.url("/server/time"), nil); r.status != 200 {
+		t.Errorf("event after the oversized request = %d %s", r.status, r.body)
+	}
+}

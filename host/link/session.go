@@ -433,13 +433,11 @@ func (o *outEvent) run(ev *host.Event) (*host.Reply, error) {
 	req := &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Request{Request: requestFromEvent(ev, timeout)}}
 	if ev.Body == nil || ev.Size == 0 || (ev.Size > 0 && ev.Size <= dataChunk) {
 		if err := writeMessage(o.st, req, ev.Body, ev.Size, errorToWire); err != nil {
-			o.finish()
-			return nil, o.s.eventError(o.ctx, err)
+			return nil, o.fail(err)
 		}
 	} else {
 		if err := writeMsg(o.st, req); err != nil {
-			o.finish()
-			return nil, o.s.eventError(o.ctx, err)
+			return nil, o.fail(err)
 		}
 		o.writerDone = make(chan struct{})
 		go func() {
@@ -453,8 +451,7 @@ func (o *outEvent) run(ev *host.Event) (*host.Reply, error) {
 	o.fr = newFrameReader(o.st, o.s.cfg.MaxHeaderSize)
 	var rep linkv1.Reply
 	if err := o.fr.readMsg(&rep); err != nil {
-		o.finish()
-		return nil, o.s.eventError(o.ctx, err)
+		return nil, o.fail(err)
 	}
 	if rep.Error != nil {
 		o.complete.Store(true)
@@ -486,6 +483,16 @@ func (o *outEvent) Read(p []byte) (int, error) {
 		err = o.s.eventError(o.ctx, err)
 	}
 	return n, err
+}
+
+// fail ends the event on err and returns it as an *host.Error. The error is
+// classified before the event is finished: finishing interrupts the
+// request body, which can end the local caller's context as a side effect
+// and make a lost link look like a caller who went away.
+func (o *outEvent) fail(err error) error {
+	he := o.s.eventError(o.ctx, err)
+	o.finish()
+	return he
 }
 
 // Close ends the event. Closing before the reply body was read to its end

@@ -314,15 +314,11 @@ func (in *instance) kill() {
 
 // handle sends ev to the plugin. The caller has acquired the instance;
 // handle releases it when the event ends (on error, or when the reply body
-// is closed).
+// is closed). An event whose body is empty or small goes by Call (one round
+// trip), any other by a Handle stream.
 func (in *instance) handle(ctx context.Context, ev *host.Event) (*host.Reply, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	e := &event{in: in, ctx: ctx, cancel: cancel, body: ev.Body}
-	stream, err := in.rpc.Handle(ctx)
-	if err != nil {
-		return nil, e.fail(err)
-	}
-	e.stream = stream
 	hdr := headerFromEvent(ev)
 	if ev.Body != nil && ev.Size >= 0 && ev.Size <= inlineMax {
 		b := make([]byte, ev.Size)
@@ -331,6 +327,15 @@ func (in *instance) handle(ctx context.Context, ev *host.Event) (*host.Reply, er
 		}
 		hdr.BodyInline, hdr.InlineBody = true, b
 	}
+	if in.desc.Call && (hdr.BodyInline || hdr.BodySize == 0) {
+		return e.call(hdr)
+	}
+
+	stream, err := in.rpc.Handle(ctx)
+	if err != nil {
+		return nil, e.fail(err)
+	}
+	e.recv, e.send = stream.Recv, stream
 	if err := stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Header{Header: hdr}}); err != nil {
 		return nil, e.fail(err)
 	}
@@ -340,7 +345,6 @@ func (in *instance) handle(ctx context.Context, ev *host.Event) (*host.Reply, er
 	} else if err := stream.CloseSend(); err != nil {
 		return nil, e.fail(err)
 	}
-
 	first, err := stream.Recv()
 	if err != nil {
 		return nil, e.fail(err)
@@ -349,22 +353,52 @@ func (in *instance) handle(ctx context.Context, ev *host.Event) (*host.Reply, er
 	case *pluginv1.HandleResponse_Failure:
 		return nil, e.fail(failureError(in.file, m.Failure, in.debug))
 	case *pluginv1.HandleResponse_Header:
-		r := m.Header
-		rep := &host.Reply{Status: int(r.Status), Code: int(r.ReturnCode), ContentType: r.ContentType, Size: r.BodySize}
-		switch {
-		case r.BodyInline:
-			rep.Size = int64(len(r.InlineBody))
-			rep.Body = &inlineBody{Reader: bytes.NewReader(r.InlineBody), e: e}
-		case r.BodySize == 0:
-			e.finish()
-		default:
-			e.want = r.BodySize
-			rep.Body = e
-		}
-		return rep, nil
+		return e.reply(m.Header), nil
 	default:
 		return nil, e.fail(host.Errorf(host.KindPluginUnavailable, "plugin %s answered without a reply header", in.file))
 	}
+}
+
+// call sends an event whose body is empty or inline with Call, and fetches
+// the reply body when the plugin ticketed it.
+func (e *event) call(hdr *pluginv1.EventHeader) (*host.Reply, error) {
+	resp, err := e.in.rpc.Call(e.ctx, &pluginv1.CallRequest{Header: hdr})
+	if err != nil {
+		return nil, e.fail(err)
+	}
+	switch r := resp.Result.(type) {
+	case *pluginv1.CallResponse_Failure:
+		return nil, e.fail(failureError(e.in.file, r.Failure, e.in.debug))
+	case *pluginv1.CallResponse_Reply:
+		if resp.Ticket != 0 && !r.Reply.BodyInline {
+			fetch, err := e.in.rpc.Fetch(e.ctx, &pluginv1.FetchRequest{Ticket: resp.Ticket})
+			if err != nil {
+				return nil, e.fail(err)
+			}
+			e.recv = fetch.Recv
+		}
+		return e.reply(r.Reply), nil
+	default:
+		return nil, e.fail(host.Errorf(host.KindPluginUnavailable, "plugin %s answered without a reply", e.in.file))
+	}
+}
+
+// reply builds the Reply a reply header describes; its body reads the rest
+// of the event.
+func (e *event) reply(r *pluginv1.ReplyHeader) *host.Reply {
+	rep := &host.Reply{Status: int(r.Status), Code: int(r.ReturnCode), ContentType: r.ContentType, Size: r.BodySize}
+	switch {
+	case r.BodyInline:
+		rep.Size = int64(len(r.InlineBody))
+		rep.Body = &inlineBody{Reader: bytes.NewReader(r.InlineBody), e: e}
+	case r.BodySize == 0 || e.recv == nil:
+		rep.Size = 0
+		e.finish()
+	default:
+		e.want = r.BodySize
+		rep.Body = e
+	}
+	return rep
 }
 
 // event is one event in flight to a plugin; it is the reply body reader.
@@ -372,9 +406,12 @@ type event struct {
 	in     *instance
 	ctx    context.Context
 	cancel context.CancelFunc
-	stream pluginv1.Plugin_HandleClient
-	body   io.Reader     // the request body
-	sent   chan struct{} // closed when sendBody returns; nil without it
+	// send is the Handle stream the request body goes on (nil for Call);
+	// recv reads the reply's messages, from that stream or from Fetch.
+	send pluginv1.Plugin_HandleClient
+	recv func() (*pluginv1.HandleResponse, error)
+	body io.Reader     // the request body
+	sent chan struct{} // closed when sendBody returns; nil without it
 
 	buf  []byte // unread part of the current reply chunk
 	got  int64  // reply bytes read
@@ -391,7 +428,7 @@ func (e *event) sendBody(body io.Reader) {
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			if serr := e.stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Chunk{Chunk: buf[:n]}}); serr != nil {
+			if serr := e.send.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Chunk{Chunk: buf[:n]}}); serr != nil {
 				return // the plugin stopped listening: its reply tells why
 			}
 		}
@@ -400,8 +437,8 @@ func (e *event) sendBody(body io.Reader) {
 			if err != io.EOF {
 				end.Error = err.Error()
 			}
-			if e.stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: end}}) == nil {
-				_ = e.stream.CloseSend()
+			if e.send.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: end}}) == nil {
+				_ = e.send.CloseSend()
 			}
 			return
 		}
@@ -414,7 +451,7 @@ func (e *event) Read(p []byte) (int, error) {
 		if e.err != nil {
 			return 0, e.err
 		}
-		msg, err := e.stream.Recv()
+		msg, err := e.recv()
 		if err != nil {
 			e.err = e.streamError(err)
 			return 0, e.err

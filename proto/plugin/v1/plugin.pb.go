@@ -156,7 +156,9 @@ type DescribeResponse struct {
 	// configuration is wrong; the host then does not route to it.
 	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	// peer_events asks the host for PeerEvent calls.
-	PeerEvents    bool `protobuf:"varint,6,opt,name=peer_events,json=peerEvents,proto3" json:"peer_events,omitempty"`
+	PeerEvents bool `protobuf:"varint,6,opt,name=peer_events,json=peerEvents,proto3" json:"peer_events,omitempty"`
+	// call says the plugin serves Call and Fetch.
+	Call          bool `protobuf:"varint,7,opt,name=call,proto3" json:"call,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +231,13 @@ func (x *DescribeResponse) GetError() string {
 func (x *DescribeResponse) GetPeerEvents() bool {
 	if x != nil {
 		return x.PeerEvents
+	}
+	return false
+}
+
+func (x *DescribeResponse) GetCall() bool {
+	if x != nil {
+		return x.Call
 	}
 	return false
 }
@@ -994,6 +1003,188 @@ func (*PeerEventResponse) Descriptor() ([]byte, []int) {
 	return file_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
+type CallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header describes the event; its body is inline or empty.
+	Header        *EventHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRequest) Reset() {
+	*x = CallRequest{}
+	mi := &file_plugin_v1_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRequest) ProtoMessage() {}
+
+func (x *CallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
+func (*CallRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CallRequest) GetHeader() *EventHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type CallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*CallResponse_Reply
+	//	*CallResponse_Failure
+	Result isCallResponse_Result `protobuf_oneof:"result"`
+	// ticket, when not 0, names a reply whose body Fetch streams.
+	Ticket        uint64 `protobuf:"varint,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallResponse) Reset() {
+	*x = CallResponse{}
+	mi := &file_plugin_v1_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResponse) ProtoMessage() {}
+
+func (x *CallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
+func (*CallResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CallResponse) GetResult() isCallResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CallResponse) GetReply() *ReplyHeader {
+	if x != nil {
+		if x, ok := x.Result.(*CallResponse_Reply); ok {
+			return x.Reply
+		}
+	}
+	return nil
+}
+
+func (x *CallResponse) GetFailure() *Exception {
+	if x != nil {
+		if x, ok := x.Result.(*CallResponse_Failure); ok {
+			return x.Failure
+		}
+	}
+	return nil
+}
+
+func (x *CallResponse) GetTicket() uint64 {
+	if x != nil {
+		return x.Ticket
+	}
+	return 0
+}
+
+type isCallResponse_Result interface {
+	isCallResponse_Result()
+}
+
+type CallResponse_Reply struct {
+	// reply is the reply header, with the body inline unless ticket is set.
+	Reply *ReplyHeader `protobuf:"bytes,1,opt,name=reply,proto3,oneof"`
+}
+
+type CallResponse_Failure struct {
+	// failure means the handler returned an error or panicked.
+	Failure *Exception `protobuf:"bytes,2,opt,name=failure,proto3,oneof"`
+}
+
+func (*CallResponse_Reply) isCallResponse_Result() {}
+
+func (*CallResponse_Failure) isCallResponse_Result() {}
+
+type FetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ticket        uint64                 `protobuf:"varint,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_plugin_v1_plugin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_v1_plugin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FetchRequest) GetTicket() uint64 {
+	if x != nil {
+		return x.Ticket
+	}
+	return 0
+}
+
 var File_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_v1_plugin_proto_rawDesc = "" +
@@ -1008,7 +1199,7 @@ const file_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06config\x18\x03 \x03(\v2/.restpipe.plugin.v1.DescribeRequest.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
@@ -1016,7 +1207,8 @@ const file_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06routes\x18\x04 \x03(\v2\x19.restpipe.plugin.v1.RouteR\x06routes\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1f\n" +
 	"\vpeer_events\x18\x06 \x01(\bR\n" +
-	"peerEvents\"C\n" +
+	"peerEvents\x12\x12\n" +
+	"\x04call\x18\a \x01(\bR\x04call\"C\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x12\n" +
 	"\x04noun\x18\x02 \x01(\tR\x04noun\x12\x12\n" +
@@ -1074,10 +1266,21 @@ const file_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05peers\x18\x03 \x01(\x05R\x05peers\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1b\n" +
 	"\tunix_nano\x18\x05 \x01(\x03R\bunixNano\"\x13\n" +
-	"\x11PeerEventResponse2\x8e\x02\n" +
+	"\x11PeerEventResponse\"F\n" +
+	"\vCallRequest\x127\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.restpipe.plugin.v1.EventHeaderR\x06header\"\xa4\x01\n" +
+	"\fCallResponse\x127\n" +
+	"\x05reply\x18\x01 \x01(\v2\x1f.restpipe.plugin.v1.ReplyHeaderH\x00R\x05reply\x129\n" +
+	"\afailure\x18\x02 \x01(\v2\x1d.restpipe.plugin.v1.ExceptionH\x00R\afailure\x12\x16\n" +
+	"\x06ticket\x18\x03 \x01(\x04R\x06ticketB\b\n" +
+	"\x06result\"&\n" +
+	"\fFetchRequest\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\x04R\x06ticket2\xaa\x03\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.restpipe.plugin.v1.DescribeRequest\x1a$.restpipe.plugin.v1.DescribeResponse\x12S\n" +
-	"\x06Handle\x12!.restpipe.plugin.v1.HandleRequest\x1a\".restpipe.plugin.v1.HandleResponse(\x010\x01\x12X\n" +
+	"\x06Handle\x12!.restpipe.plugin.v1.HandleRequest\x1a\".restpipe.plugin.v1.HandleResponse(\x010\x01\x12I\n" +
+	"\x04Call\x12\x1f.restpipe.plugin.v1.CallRequest\x1a .restpipe.plugin.v1.CallResponse\x12O\n" +
+	"\x05Fetch\x12 .restpipe.plugin.v1.FetchRequest\x1a\".restpipe.plugin.v1.HandleResponse0\x01\x12X\n" +
 	"\tPeerEvent\x12$.restpipe.plugin.v1.PeerEventRequest\x1a%.restpipe.plugin.v1.PeerEventResponseB7Z5github.com/restpipe/restpipe/proto/plugin/v1;pluginv1b\x06proto3"
 
 var (
@@ -1092,7 +1295,7 @@ func file_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_plugin_v1_plugin_proto_goTypes = []any{
 	(*Node)(nil),              // 0: restpipe.plugin.v1.Node
 	(*DescribeRequest)(nil),   // 1: restpipe.plugin.v1.DescribeRequest
@@ -1107,31 +1310,41 @@ var file_plugin_v1_plugin_proto_goTypes = []any{
 	(*Exception)(nil),         // 10: restpipe.plugin.v1.Exception
 	(*PeerEventRequest)(nil),  // 11: restpipe.plugin.v1.PeerEventRequest
 	(*PeerEventResponse)(nil), // 12: restpipe.plugin.v1.PeerEventResponse
-	nil,                       // 13: restpipe.plugin.v1.DescribeRequest.ConfigEntry
-	nil,                       // 14: restpipe.plugin.v1.EventHeader.QueryEntry
+	(*CallRequest)(nil),       // 13: restpipe.plugin.v1.CallRequest
+	(*CallResponse)(nil),      // 14: restpipe.plugin.v1.CallResponse
+	(*FetchRequest)(nil),      // 15: restpipe.plugin.v1.FetchRequest
+	nil,                       // 16: restpipe.plugin.v1.DescribeRequest.ConfigEntry
+	nil,                       // 17: restpipe.plugin.v1.EventHeader.QueryEntry
 }
 var file_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: restpipe.plugin.v1.DescribeRequest.node:type_name -> restpipe.plugin.v1.Node
-	13, // 1: restpipe.plugin.v1.DescribeRequest.config:type_name -> restpipe.plugin.v1.DescribeRequest.ConfigEntry
+	16, // 1: restpipe.plugin.v1.DescribeRequest.config:type_name -> restpipe.plugin.v1.DescribeRequest.ConfigEntry
 	3,  // 2: restpipe.plugin.v1.DescribeResponse.routes:type_name -> restpipe.plugin.v1.Route
 	5,  // 3: restpipe.plugin.v1.HandleRequest.header:type_name -> restpipe.plugin.v1.EventHeader
 	9,  // 4: restpipe.plugin.v1.HandleRequest.end:type_name -> restpipe.plugin.v1.End
-	14, // 5: restpipe.plugin.v1.EventHeader.query:type_name -> restpipe.plugin.v1.EventHeader.QueryEntry
+	17, // 5: restpipe.plugin.v1.EventHeader.query:type_name -> restpipe.plugin.v1.EventHeader.QueryEntry
 	8,  // 6: restpipe.plugin.v1.HandleResponse.header:type_name -> restpipe.plugin.v1.ReplyHeader
 	9,  // 7: restpipe.plugin.v1.HandleResponse.end:type_name -> restpipe.plugin.v1.End
 	10, // 8: restpipe.plugin.v1.HandleResponse.failure:type_name -> restpipe.plugin.v1.Exception
-	6,  // 9: restpipe.plugin.v1.EventHeader.QueryEntry.value:type_name -> restpipe.plugin.v1.Values
-	1,  // 10: restpipe.plugin.v1.Plugin.Describe:input_type -> restpipe.plugin.v1.DescribeRequest
-	4,  // 11: restpipe.plugin.v1.Plugin.Handle:input_type -> restpipe.plugin.v1.HandleRequest
-	11, // 12: restpipe.plugin.v1.Plugin.PeerEvent:input_type -> restpipe.plugin.v1.PeerEventRequest
-	2,  // 13: restpipe.plugin.v1.Plugin.Describe:output_type -> restpipe.plugin.v1.DescribeResponse
-	7,  // 14: restpipe.plugin.v1.Plugin.Handle:output_type -> restpipe.plugin.v1.HandleResponse
-	12, // 15: restpipe.plugin.v1.Plugin.PeerEvent:output_type -> restpipe.plugin.v1.PeerEventResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	5,  // 9: restpipe.plugin.v1.CallRequest.header:type_name -> restpipe.plugin.v1.EventHeader
+	8,  // 10: restpipe.plugin.v1.CallResponse.reply:type_name -> restpipe.plugin.v1.ReplyHeader
+	10, // 11: restpipe.plugin.v1.CallResponse.failure:type_name -> restpipe.plugin.v1.Exception
+	6,  // 12: restpipe.plugin.v1.EventHeader.QueryEntry.value:type_name -> restpipe.plugin.v1.Values
+	1,  // 13: restpipe.plugin.v1.Plugin.Describe:input_type -> restpipe.plugin.v1.DescribeRequest
+	4,  // 14: restpipe.plugin.v1.Plugin.Handle:input_type -> restpipe.plugin.v1.HandleRequest
+	13, // 15: restpipe.plugin.v1.Plugin.Call:input_type -> restpipe.plugin.v1.CallRequest
+	15, // 16: restpipe.plugin.v1.Plugin.Fetch:input_type -> restpipe.plugin.v1.FetchRequest
+	11, // 17: restpipe.plugin.v1.Plugin.PeerEvent:input_type -> restpipe.plugin.v1.PeerEventRequest
+	2,  // 18: restpipe.plugin.v1.Plugin.Describe:output_type -> restpipe.plugin.v1.DescribeResponse
+	7,  // 19: restpipe.plugin.v1.Plugin.Handle:output_type -> restpipe.plugin.v1.HandleResponse
+	14, // 20: restpipe.plugin.v1.Plugin.Call:output_type -> restpipe.plugin.v1.CallResponse
+	7,  // 21: restpipe.plugin.v1.Plugin.Fetch:output_type -> restpipe.plugin.v1.HandleResponse
+	12, // 22: restpipe.plugin.v1.Plugin.PeerEvent:output_type -> restpipe.plugin.v1.PeerEventResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_plugin_v1_plugin_proto_init() }
@@ -1150,13 +1363,17 @@ func file_plugin_v1_plugin_proto_init() {
 		(*HandleResponse_End)(nil),
 		(*HandleResponse_Failure)(nil),
 	}
+	file_plugin_v1_plugin_proto_msgTypes[14].OneofWrappers = []any{
+		(*CallResponse_Reply)(nil),
+		(*CallResponse_Failure)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_v1_plugin_proto_rawDesc), len(file_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Plugin_Describe_FullMethodName  = "/restpipe.plugin.v1.Plugin/Describe"
 	Plugin_Handle_FullMethodName    = "/restpipe.plugin.v1.Plugin/Handle"
+	Plugin_Call_FullMethodName      = "/restpipe.plugin.v1.Plugin/Call"
+	Plugin_Fetch_FullMethodName     = "/restpipe.plugin.v1.Plugin/Fetch"
 	Plugin_PeerEvent_FullMethodName = "/restpipe.plugin.v1.Plugin/PeerEvent"
 )
 
@@ -45,6 +47,16 @@ type PluginClient interface {
 	// exceptions), or with a failure instead of all of it. The call's deadline is the event's deadline;
 	// the caller going away cancels the call.
 	Handle(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HandleRequest, HandleResponse], error)
+	// Call runs one event whose request body is empty or inline, in one
+	// round trip: the fast path for small events. The reply comes back whole
+	// when its body is empty or small (inline); otherwise the plugin keeps the
+	// reply and returns a ticket, and the host streams the body with Fetch.
+	// The call's deadline is the event's; the handler keeps running for a
+	// ticketed reply until Fetch ends, the deadline passes, or the host's
+	// Fetch is canceled. Used only when DescribeResponse.call is true.
+	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
+	// Fetch streams the body of a reply Call ticketed: chunks, then an end.
+	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HandleResponse], error)
 	// PeerEvent tells a plugin that asked for them (DescribeResponse.peer_events)
 	// that a peer connected or disconnected: RestPipe's connection hooks. The
 	// host sends them to each plugin one at a time, in order.
@@ -82,6 +94,35 @@ func (c *pluginClient) Handle(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_HandleClient = grpc.BidiStreamingClient[HandleRequest, HandleResponse]
 
+func (c *pluginClient) Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CallResponse)
+	err := c.cc.Invoke(ctx, Plugin_Call_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HandleResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Plugin_ServiceDesc.Streams[1], Plugin_Fetch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchRequest, HandleResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Plugin_FetchClient = grpc.ServerStreamingClient[HandleResponse]
+
 func (c *pluginClient) PeerEvent(ctx context.Context, in *PeerEventRequest, opts ...grpc.CallOption) (*PeerEventResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PeerEventResponse)
@@ -109,6 +150,16 @@ type PluginServer interface {
 	// exceptions), or with a failure instead of all of it. The call's deadline is the event's deadline;
 	// the caller going away cancels the call.
 	Handle(grpc.BidiStreamingServer[HandleRequest, HandleResponse]) error
+	// Call runs one event whose request body is empty or inline, in one
+	// round trip: the fast path for small events. The reply comes back whole
+	// when its body is empty or small (inline); otherwise the plugin keeps the
+	// reply and returns a ticket, and the host streams the body with Fetch.
+	// The call's deadline is the event's; the handler keeps running for a
+	// ticketed reply until Fetch ends, the deadline passes, or the host's
+	// Fetch is canceled. Used only when DescribeResponse.call is true.
+	Call(context.Context, *CallRequest) (*CallResponse, error)
+	// Fetch streams the body of a reply Call ticketed: chunks, then an end.
+	Fetch(*FetchRequest, grpc.ServerStreamingServer[HandleResponse]) error
 	// PeerEvent tells a plugin that asked for them (DescribeResponse.peer_events)
 	// that a peer connected or disconnected: RestPipe's connection hooks. The
 	// host sends them to each plugin one at a time, in order.
@@ -128,6 +179,12 @@ func (UnimplementedPluginServer) Describe(context.Context, *DescribeRequest) (*D
 }
 func (UnimplementedPluginServer) Handle(grpc.BidiStreamingServer[HandleRequest, HandleResponse]) error {
 	return status.Error(codes.Unimplemented, "method Handle not implemented")
+}
+func (UnimplementedPluginServer) Call(context.Context, *CallRequest) (*CallResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
+}
+func (UnimplementedPluginServer) Fetch(*FetchRequest, grpc.ServerStreamingServer[HandleResponse]) error {
+	return status.Error(codes.Unimplemented, "method Fetch not implemented")
 }
 func (UnimplementedPluginServer) PeerEvent(context.Context, *PeerEventRequest) (*PeerEventResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PeerEvent not implemented")
@@ -178,6 +235,35 @@ func _Plugin_Handle_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_HandleServer = grpc.BidiStreamingServer[HandleRequest, HandleResponse]
 
+func _Plugin_Call_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).Call(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_Call_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).Call(ctx, req.(*CallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Plugin_Fetch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PluginServer).Fetch(m, &grpc.GenericServerStream[FetchRequest, HandleResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Plugin_FetchServer = grpc.ServerStreamingServer[HandleResponse]
+
 func _Plugin_PeerEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PeerEventRequest)
 	if err := dec(in); err != nil {
@@ -208,6 +294,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Plugin_Describe_Handler,
 		},
 		{
+			MethodName: "Call",
+			Handler:    _Plugin_Call_Handler,
+		},
+		{
 			MethodName: "PeerEvent",
 			Handler:    _Plugin_PeerEvent_Handler,
 		},
@@ -218,6 +308,11 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Plugin_Handle_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Fetch",
+			Handler:       _Plugin_Fetch_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "plugin/v1/plugin.proto",
