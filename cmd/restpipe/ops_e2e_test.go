@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -177,4 +178,61 @@ func peerNames(st nodeStatus) string {
 		names = append(names, p.Name)
 	}
 	return strings.Join(names, ",")
+}
+
+// TestStatsD checks a node with --statsd sends RestPipe-like StatsD lines
+// for its events and links.
+func TestStatsD(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	lines := make(chan string, 1024)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				close(lines)
+				return
+			}
+			for _, l := range strings.Split(strings.TrimSpace(string(buf[:n])), "\n") {
+				lines <- l
+			}
+		}
+	}()
+	opts := clusterOpts{plugins: []string{"time"}, mod: func(cfg *nodeConfig) {
+		cfg.StatsD, cfg.StatsDPrefix = pc.LocalAddr().String(), "rp"
+	}}
+	c := startCluster(t, opts, "c1")
+	for range 2 {
+		do(t, "GET", c.clients["c1"].url("/server/time"), nil)
+	}
+	do(t, "GET", c.clients["c1"].url("/server/nothing"), nil)
+	want := map[string]bool{
+		"rp.event.get_time.ok:1|c":          false,
+		"rp.event.get_nothing.no_route:1|c": false,
+		"rp.connection_added:1|c":           false, // the server's, when c1 linked
+		"rp.connection_success:1|c":         false, // the client's
+	}
+	timeout := time.After(10 * time.Second)
+	for missing := len(want); missing > 0; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the StatsD listener closed")
+			}
+			if seen, known := want[l]; known && !seen {
+				want[l] = true
+				missing--
+			}
+			if strings.HasPrefix(l, "rp.event.get_time.duration:") && !strings.HasSuffix(l, "|ms") {
+				t.Errorf("timer line %q, want milliseconds", l)
+			}
+		case <-timeout:
+			t.Fatalf("StatsD lines never seen: %v", want)
+		}
+	}
 }
