@@ -35,9 +35,10 @@
 // complete within Config.HandshakeTimeout of the TCP connect.
 //
 // Multiplexing. Then yamux runs on the TLS connection, the client as yamux
-// client. Each side keeps a yamux keepalive (Config.KeepAliveInterval, and
-// KeepAliveTimeout for the answer), so a dead or silent link is detected
-// within their sum (6 s by default). yamux's own StreamOpenTimeout is off:
+// client. Each side pings the other every Config.KeepAliveInterval and
+// closes the link when an answer takes longer than KeepAliveTimeout, so a
+// dead or silent link is detected within about their sum (6 s by default;
+// a little more on a loaded machine). The round trips are kept for /status. yamux's own StreamOpenTimeout is off:
 // it would close the whole session for one stuck stream; each event has
 // its own deadline instead.
 //
