@@ -207,11 +207,27 @@ func (p *Plugin) Serve() {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{pluginv1.PluginName: &grpcPlugin{srv: newServer(p)}},
-		GRPCServer:      plugin.DefaultGRPCServer,
+		GRPCServer:      newGRPCServer,
 		Logger:          p.Logger().Named("go-plugin"),
 	})
 	os.Exit(0)
 }
+
+// newGRPCServer is the plugin's gRPC server: go-plugin's options plus flow
+// control windows sized for streaming bodies (gRPC's 64 KiB default would
+// stall a large body every 64 KiB for a round trip).
+func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append(opts,
+		grpc.InitialWindowSize(grpcStreamWindow),
+		grpc.InitialConnWindowSize(grpcConnWindow),
+	)...)
+}
+
+// The plugin connection's flow control windows, per stream and in all.
+const (
+	grpcStreamWindow = 1 << 20
+	grpcConnWindow   = 4 << 20
+)
 
 // Handshake is the go-plugin handshake of restpipe handler plugins.
 var Handshake = plugin.HandshakeConfig{

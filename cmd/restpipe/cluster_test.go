@@ -111,18 +111,20 @@ func (c *cluster) startNode(role host.Role, name, serverAddr string, opts cluste
 		level = hclog.Debug
 	}
 	cfg := nodeConfig{
-		Role:         role,
-		Store:        pki.NewStaticStore(id),
-		Logger:       hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: tn.logs}),
-		Listen:       "127.0.0.1:0",
-		Server:       serverAddr,
-		ServerName:   "server",
-		HTTP:         "127.0.0.1:0",
-		EventTimeout: 30 * time.Second,
-		PeerWait:     10 * time.Second,
-		Grace:        5 * time.Second,
-		PluginsDir:   tn.plugins,
-		PluginConfig: pluginConfigFlag{"files": {"root": tn.files}},
+		Role:             role,
+		Store:            pki.NewStaticStore(id),
+		Logger:           hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: tn.logs}),
+		Listen:           "127.0.0.1:0",
+		Server:           serverAddr,
+		ServerName:       "server",
+		HTTP:             "127.0.0.1:0",
+		EventTimeout:     30 * time.Second,
+		PeerWait:         10 * time.Second,
+		Grace:            5 * time.Second,
+		PluginsDir:       tn.plugins,
+		PluginMTLS:       true,
+		PluginGOMAXPROCS: 1,
+		PluginConfig:     pluginConfigFlag{"files": {"root": tn.files}},
 	}
 	if opts.mod != nil {
 		opts.mod(&cfg)

@@ -92,10 +92,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return err
 	}
 	base := nodeConfig{
-		EventTimeout: 30 * time.Second,
-		PeerWait:     10 * time.Second,
-		Grace:        5 * time.Second,
-		PluginsDir:   pluginsDir,
+		EventTimeout:     30 * time.Second,
+		PeerWait:         10 * time.Second,
+		Grace:            5 * time.Second,
+		PluginsDir:       pluginsDir,
+		PluginMTLS:       true,
+		PluginGOMAXPROCS: 1,
 	}
 	scfg := base
 	scfg.Role, scfg.Store, scfg.Logger, scfg.Listen, scfg.HTTP = host.RoleServer, serverID, log.Named("server"), "127.0.0.1:0", serverHTTP

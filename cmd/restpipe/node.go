@@ -50,6 +50,13 @@ type nodeConfig struct {
 	// MaxInFlight bounds the events in flight per peer, each way; beyond it
 	// events fail with overloaded. 0: the link's default (256).
 	MaxInFlight int
+	// StreamWindow is the link's per-stream flow control window in bytes;
+	// 0: the link's default.
+	StreamWindow int
+	// PluginMTLS secures plugin connections with go-plugin's AutoMTLS;
+	// PluginGOMAXPROCS is the plugins' GOMAXPROCS (0: Go's default).
+	PluginMTLS       bool
+	PluginGOMAXPROCS int
 	// Grace bounds the drain on shutdown: events in flight get this long
 	// to finish.
 	Grace time.Duration
@@ -113,6 +120,8 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		pc.PluginConfig = cfg.PluginConfig
 		pc.Checksums = cfg.Checksums
 		pc.Observer = n.metrics
+		pc.AutoMTLS = cfg.PluginMTLS
+		pc.GOMAXPROCS = cfg.PluginGOMAXPROCS
 		if n.plugins, err = plugins.New(pc); err != nil {
 			return nil, err
 		}
@@ -123,6 +132,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc.Software = software()
 	lc.Handler = n.table
 	lc.MaxInFlight = cfg.MaxInFlight
+	lc.StreamWindow = uint32(cfg.StreamWindow)
 	lc.Observer = linkObserver{n}
 	var peers gateway.Peers
 	switch cfg.Role {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,9 @@ func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (
 		RunnerFunc: func(l hclog.Logger, c *exec.Cmd, _ string) (runner.Runner, error) {
 			cmd := exec.Command(path)
 			cmd.Env = append(c.Env, pluginsdkLogLevel+"="+levelName(m.log))
+			if m.cfg.GOMAXPROCS > 0 && os.Getenv("GOMAXPROCS") == "" {
+				cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(m.cfg.GOMAXPROCS))
+			}
 			r, err := newProcRunner(l, cmd)
 			if err != nil {
 				return nil, err
@@ -113,6 +117,12 @@ func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (
 		},
 		AutoMTLS:     m.cfg.AutoMTLS,
 		StartTimeout: m.cfg.StartTimeout,
+		// Flow control windows sized for streaming bodies, as the SDK's
+		// server has them.
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithInitialWindowSize(1 << 20),
+			grpc.WithInitialConnWindowSize(4 << 20),
+		},
 		Logger:       m.log,
 		SyncStdout:   newLineLogger(log, "stdout"),
 		SyncStderr:   newLineLogger(log, "stderr"),
