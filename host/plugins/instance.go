@@ -123,9 +123,9 @@ func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (
 			grpc.WithInitialWindowSize(1 << 20),
 			grpc.WithInitialConnWindowSize(4 << 20),
 		},
-		Logger:       m.log,
-		SyncStdout:   newLineLogger(log, "stdout"),
-		SyncStderr:   newLineLogger(log, "stderr"),
+		Logger:     m.log,
+		SyncStdout: newLineLogger(log, "stdout"),
+		SyncStderr: newLineLogger(log, "stderr"),
 	})
 	inst.client = client
 
