@@ -62,7 +62,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.StringVar(&cfg.PluginsDir, "plugins", "", "`directory` of handler plugins: every executable file in it is one (default: none)")
 	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
 	fs.StringVar(&nf.checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `file`; only files listed there with that hash are started")
-	fs.BoolVar(&cfg.PluginMTLS, "plugin-mtls", true, "secure each plugin's connection with go-plugin's automatic mTLS (its Unix socket sits in a 0700 directory either way)")
+	fs.BoolVar(&cfg.PluginMTLS, "plugin-mtls", false, "secure each plugin's connection with go-plugin's automatic mTLS; off by default, as each plugin's Unix socket sits in a private 0700 directory")
 	fs.IntVar(&cfg.PluginGOMAXPROCS, "plugin-gomaxprocs", 1, "GOMAXPROCS of plugin processes; 0 leaves Go's default (a GOMAXPROCS in the environment wins)")
 	fs.IntVar(&cfg.StreamWindow, "stream-window", 1<<20, "most `bytes` one event may have in flight unread on the link: caps one event at window/RTT, and a slow reader's buffer")
 	nf.logs.register(fs)

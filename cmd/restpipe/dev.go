@@ -96,7 +96,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		PeerWait:         10 * time.Second,
 		Grace:            5 * time.Second,
 		PluginsDir:       pluginsDir,
-		PluginMTLS:       true,
 		PluginGOMAXPROCS: 1,
 	}
 	scfg := base

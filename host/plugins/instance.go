@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,7 +45,8 @@ var handshake = plugin.HandshakeConfig{
 // instance is one running process of a plugin file.
 type instance struct {
 	file     string // the plugin's file name, its identity
-	hash     []byte // sha256 of the binary it runs
+	version  []byte // the file version it runs (see Manager.scan)
+	sum      []byte // sha256 of the binary it runs, for Status; nil if unreadable
 	client   *plugin.Client
 	runner   atomic.Pointer[procRunner] // set by go-plugin's start, read by a canceled start
 	rpc      pluginv1.PluginClient
@@ -83,18 +85,32 @@ func (in *instance) stopPeers() {
 
 // startInstance launches the plugin at path, connects to it and describes
 // it. It returns once the plugin is ready for events or failed to be.
-func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (*instance, error) {
+func (m *Manager) startInstance(ctx context.Context, path string, version []byte) (*instance, error) {
 	file := filepath.Base(path)
 	log := m.log.Named(file)
-	inst := &instance{file: file, hash: hash, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{})}
+	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{})}
 
 	if m.cfg.Checksums != nil {
-		// go-plugin's own check runs on the command it builds, which a
-		// custom runner replaces; run the same check on the real path.
-		sc := &plugin.SecureConfig{Checksum: m.cfg.Checksums[file], Hash: sha256.New()}
-		if ok, err := sc.Check(path); err != nil || !ok {
-			return nil, fmt.Errorf("%w: sha256 of %s does not match the checksum manifest (%v)", errPinned, path, err)
+		// go-plugin's own check (SecureConfig) runs on the command it
+		// builds, which a custom runner replaces; a pinned file's version
+		// is its sha256 (see Manager.scan), compared here before exec.
+		want, listed := m.cfg.Checksums[file]
+		if !listed {
+			return nil, fmt.Errorf("%w: %s is not in the checksum manifest", errPinned, file)
 		}
+		if subtle.ConstantTimeCompare(version, want) != 1 {
+			return nil, fmt.Errorf("%w: sha256 of %s (%.6x...) does not match the checksum manifest (%.6x...)", errPinned, path, version, want)
+		}
+		inst.sum = version
+	} else {
+		// The sha256 shown in Status is computed on the other core while
+		// the plugin starts, not before it.
+		summed := make(chan struct{})
+		go func() {
+			defer close(summed)
+			inst.sum, _ = hashFile(path)
+		}()
+		defer func() { <-summed }()
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
@@ -115,6 +131,9 @@ func (m *Manager) startInstance(ctx context.Context, path string, hash []byte) (
 			inst.runner.Store(r)
 			return r, nil
 		},
+		// With a RunnerFunc, go-plugin gives each plugin a private 0700
+		// directory for its socket (removed when the plugin is killed):
+		// what Config.AutoMTLS's default relies on.
 		AutoMTLS:     m.cfg.AutoMTLS,
 		StartTimeout: m.cfg.StartTimeout,
 		// Flow control windows sized for streaming bodies, as the SDK's

@@ -35,7 +35,7 @@ type Manager struct {
 type fileState struct {
 	seen  fileObs   // the latest observation
 	since time.Time // when seen was first observed
-	done  fileObs   // the observation last hashed and handed to a supervisor
+	done  fileObs   // the observation last handed to a supervisor
 }
 
 // fileObs is what a scan observes of a file without reading it.
@@ -153,17 +153,23 @@ func (m *Manager) scan(ctx context.Context, first bool) (settling bool) {
 			settling = true
 			continue
 		}
-		hash, err := hashFile(path)
-		if err != nil {
-			m.log.Warn("cannot read plugin file", "file", name, "error", err)
-			continue
-		}
-		if after, ok := observe(path); !ok || after != obs {
-			settling = true // it changed while we read it
-			continue
+		version := obs.key()
+		if m.cfg.Checksums != nil {
+			// Pinned: the version is the content, checked against the
+			// manifest before the plugin runs.
+			sum, err := hashFile(path)
+			if err != nil {
+				m.log.Warn("cannot read plugin file", "file", name, "error", err)
+				continue
+			}
+			if after, ok := observe(path); !ok || after != obs {
+				settling = true // it changed while we read it
+				continue
+			}
+			version = sum
 		}
 		fs.done = obs
-		m.offer(ctx, name, path, hash)
+		m.offer(ctx, name, path, version, obs)
 	}
 	for name := range m.files {
 		if !present[name] {
@@ -192,20 +198,29 @@ func observe(path string) (fileObs, bool) {
 	return fileObs{size: st.Size(), mtime: st.ModTime(), mode: st.Mode(), ino: inode(st)}, true
 }
 
+// key is the version of an unpinned plugin file: any change of its inode,
+// size, mode or modification time (a copy, a rename over it, a touch) is a
+// new version to start. Reading the whole binary to hash it would add
+// milliseconds per megabyte to every plugin start; its sha256, shown in
+// Status, is computed while the plugin starts instead.
+func (o fileObs) key() []byte {
+	return fmt.Appendf(nil, "%d/%d/%d/%o", o.ino, o.size, o.mtime.UnixNano(), uint32(o.mode))
+}
+
 // offer gives a settled file version to its supervisor, starting one for a
 // new plugin.
-func (m *Manager) offer(ctx context.Context, name, path string, hash []byte) {
+func (m *Manager) offer(ctx context.Context, name, path string, version []byte, obs fileObs) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := m.sups[name]; s != nil {
-		if want, _, _ := s.peek(); !bytes.Equal(want, hash) {
-			m.log.Info("plugin file changed", "file", name, "sha256", shortHash(hash))
-			s.update(hash)
+		if want, _, _ := s.peek(); !bytes.Equal(want, version) {
+			m.log.Info("plugin file changed", "file", name, "size", obs.size, "mtime", obs.mtime.Format(time.RFC3339Nano))
+			s.update(version)
 		}
 		return
 	}
-	m.log.Info("plugin found", "file", name, "sha256", shortHash(hash))
-	s := newSupervisor(m, name, path, hash)
+	m.log.Info("plugin found", "file", name, "size", obs.size, "mtime", obs.mtime.Format(time.RFC3339Nano))
+	s := newSupervisor(m, name, path, version)
 	m.sups[name] = s
 	m.wg.Add(1)
 	go func() {

@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +26,9 @@ func TestPluginServesAndLogsUnderItsName(t *testing.T) {
 	st := e.waitState("good", StateRunning, 5*time.Second)
 	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 7 || st.PID == 0 {
 		t.Errorf("status = %+v", st)
+	}
+	if want := fmt.Sprintf("%x", sha256File(t, bin("misbehave")))[:12]; st.SHA256 != want {
+		t.Errorf("status sha256 = %q, want %q", st.SHA256, want)
 	}
 	v, err := e.get("good/ok")
 	if err != nil {
@@ -413,5 +418,48 @@ func TestPluginRunByHandExplainsItself(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "This binary is a plugin") {
 		t.Errorf("running a plugin by hand: %v, output %q; want exit 1 and an explanation", err, out)
+	}
+}
+
+// TestPluginSocketIsPrivate checks what the AutoMTLS default relies on:
+// each plugin's Unix socket sits in a directory of its own, mode 0700,
+// owned by the node's user, and the directory is gone once the plugin
+// stops. Both settings of AutoMTLS serve events.
+func TestPluginSocketIsPrivate(t *testing.T) {
+	for _, mtls := range []bool{false, true} {
+		t.Run(fmt.Sprintf("AutoMTLS=%v", mtls), func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.AutoMTLS = mtls })
+			e.install(bin("misbehave"), "good")
+			e.start()
+			e.waitState("good", StateRunning, 5*time.Second)
+			if _, err := e.get("good/ok"); err != nil {
+				t.Fatal(err)
+			}
+			var addr net.Addr
+			e.m.mu.Lock()
+			if in := e.m.sups["good"].h.cur.Load(); in != nil {
+				addr = in.client.ReattachConfig().Addr
+			}
+			e.m.mu.Unlock()
+			if addr == nil || addr.Network() != "unix" {
+				t.Fatalf("plugin address = %v, want a Unix socket", addr)
+			}
+			dir := filepath.Dir(addr.String())
+			st, err := os.Stat(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o700 || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Getuid()) {
+				t.Errorf("socket directory %s: mode %v uid %d, want 0700 owned by %d",
+					dir, st.Mode().Perm(), st.Sys().(*syscall.Stat_t).Uid, os.Getuid())
+			}
+			if n, _ := os.ReadDir(dir); len(n) != 1 {
+				t.Errorf("socket directory holds %d entries, want only the socket", len(n))
+			}
+			e.stop()
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("socket directory %s after the plugin stopped: %v, want it removed", dir, err)
+			}
+		})
 	}
 }

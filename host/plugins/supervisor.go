@@ -64,14 +64,14 @@ type supervisor struct {
 	triedOnce sync.Once
 
 	mu        sync.Mutex
-	want      []byte // hash of the file to run; nil once removed
+	want      []byte // version of the file to run (see Manager.scan); nil once removed
 	removed   bool
 	freed     bool // routes were freed elsewhere: retry a conflict
 	status    Status
 	published []string // routes held in the table
 }
 
-func newSupervisor(m *Manager, file, path string, hash []byte) *supervisor {
+func newSupervisor(m *Manager, file, path string, version []byte) *supervisor {
 	return &supervisor{
 		m:      m,
 		file:   file,
@@ -81,15 +81,15 @@ func newSupervisor(m *Manager, file, path string, hash []byte) *supervisor {
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		tried:  make(chan struct{}),
-		want:   hash,
+		want:   version,
 		status: Status{File: file, Name: file, State: StateStarting, Routes: []string{}},
 	}
 }
 
-// update asks for the file version hash to run.
-func (s *supervisor) update(hash []byte) {
+// update asks for the file version to run.
+func (s *supervisor) update(version []byte) {
 	s.mu.Lock()
-	s.want = hash
+	s.want = version
 	s.mu.Unlock()
 	s.poke()
 }
@@ -160,8 +160,8 @@ func (s *supervisor) run(ctx context.Context) {
 		drains  sync.WaitGroup   // replaced processes finishing their events
 		crashes []time.Time      // recent crashes, for backoff and quarantine
 		retry   <-chan time.Time // when to restart after a crash
-		tried   []byte           // the hash last started
-		stuck   []byte           // a hash that cannot run: not retried until the file changes
+		tried   []byte           // the version last started
+		stuck   []byte           // a version that cannot run: not retried until the file changes
 	)
 	defer drains.Wait()
 	stop := func() {
@@ -194,7 +194,7 @@ func (s *supervisor) run(ctx context.Context) {
 			return
 		}
 
-		needStart := (cur == nil || !bytes.Equal(cur.hash, want)) && !bytes.Equal(stuck, want) && retry == nil
+		needStart := (cur == nil || !bytes.Equal(cur.version, want)) && !bytes.Equal(stuck, want) && retry == nil
 		if needStart {
 			if cur == nil {
 				s.setStatus(func(st *Status) { st.State = StateStarting })
@@ -220,16 +220,16 @@ func (s *supervisor) run(ctx context.Context) {
 				s.setStatus(func(st *Status) {
 					st.State, st.Error = StateRunning, ""
 					st.Name, st.Version = inst.desc.Name, inst.desc.Version
-					st.Routes, st.PID, st.SHA256 = slices.Clone(inst.routes), inst.pid(), shortHash(inst.hash)
+					st.Routes, st.PID, st.SHA256 = slices.Clone(inst.routes), inst.pid(), shortHash(inst.sum)
 				})
 				if old != nil {
 					s.log.Info("plugin replaced by a new version", "name", inst.desc.Name, "version", inst.desc.Version,
-						"sha256", shortHash(inst.hash), "old_sha256", shortHash(old.hash))
+						"sha256", shortHash(inst.sum), "old_sha256", shortHash(old.sum))
 					drains.Add(1)
 					go func() { defer drains.Done(); s.drainAndKill(ctx, old) }()
 				} else {
 					s.log.Info("plugin running", "name", inst.desc.Name, "version", inst.desc.Version,
-						"routes", inst.routes, "pid", inst.pid(), "sha256", shortHash(inst.hash))
+						"routes", inst.routes, "pid", inst.pid(), "sha256", shortHash(inst.sum))
 				}
 			case ctx.Err() != nil:
 				continue
