@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/restpipe/restpipe/host"
 )
 
@@ -75,6 +77,7 @@ func (c *ClientConfig) Validate() error {
 // while it lives, and dials again after a backoff, forever.
 type Client struct {
 	cfg ClientConfig
+	ymx *yamux.Config // shared by its successive sessions
 
 	draining atomic.Bool // refuse new events from the server
 
@@ -90,7 +93,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, changed: make(chan struct{})}, nil
+	return &Client{cfg: cfg, ymx: cfg.yamuxConfig(), changed: make(chan struct{})}, nil
 }
 
 // Run keeps the link up until ctx ends, then closes it and returns nil once
@@ -174,7 +177,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("hello with %s: %w", c.cfg.Addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := newSession(&c.cfg.Config, tc, false, name, welcome.Software, &c.draining)
+	sess, err := newSession(&c.cfg.Config, c.ymx, tc, false, name, welcome.Software, &c.draining)
 	if err != nil {
 		conn.Close()
 	}

@@ -163,7 +163,7 @@ func (c *Config) yamuxConfig() *yamux.Config {
 		// yamux resets new streams, and our own MaxInFlight answers
 		// overloaded long before.
 		AcceptBacklog: 2*c.MaxInFlight + 64,
-		// The session runs its own keepalive (Session.keepalive), which
+		// The session runs its own keepalive (Session.startPinger), which
 		// records the round-trip time for /status.
 		EnableKeepAlive:        false,
 		KeepAliveInterval:      c.KeepAliveInterval,

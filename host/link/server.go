@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
 	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
@@ -61,6 +62,7 @@ type Server struct {
 	cfg        ServerConfig
 	log        hclog.Logger
 	tls        *tls.Config
+	ymx        *yamux.Config // shared by every session
 	handshakes chan struct{} // one token per connection in handshake
 	logLimit   *rate.Limiter // bounds log lines about refused connections
 	draining   atomic.Bool   // refuse new events from every peer
@@ -81,6 +83,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg:        cfg,
 		log:        cfg.Logger,
+		ymx:        cfg.yamuxConfig(),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		logLimit:   rate.NewLimiter(rate.Limit(5), 20),
 		listeners:  make(map[net.Listener]struct{}),
@@ -263,7 +266,7 @@ func (s *Server) handshake(conn net.Conn) (*Session, error) {
 		return nil, fmt.Errorf("hello from %s: %w", name, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return newSession(&s.cfg.Config, tc, true, name, hello.Software, &s.draining)
+	return newSession(&s.cfg.Config, s.ymx, tc, true, name, hello.Software, &s.draining)
 }
 
 // Sessions returns the live sessions, sorted by peer name.

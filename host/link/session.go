@@ -63,9 +63,10 @@ type Session struct {
 	done chan struct{}  // closed when serve has returned
 }
 
-// newSession starts yamux on a TLS connection whose hello is done. The
+// newSession starts yamux, configured by ymx (one per Server or Client,
+// shared by its sessions), on a TLS connection whose hello is done. The
 // caller must run serve.
-func newSession(cfg *Config, tc *tls.Conn, server bool, peer, software string, draining *atomic.Bool) (*Session, error) {
+func newSession(cfg *Config, ymx *yamux.Config, tc *tls.Conn, server bool, peer, software string, draining *atomic.Bool) (*Session, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
 		draining: draining,
@@ -85,9 +86,9 @@ func newSession(cfg *Config, tc *tls.Conn, server bool, peer, software string, d
 	conn := &muxConn{Conn: tc, in: &s.bytesIn, out: &s.bytesOut}
 	var err error
 	if server {
-		s.mux, err = yamux.Server(conn, cfg.yamuxConfig())
+		s.mux, err = yamux.Server(conn, ymx)
 	} else {
-		s.mux, err = yamux.Client(conn, cfg.yamuxConfig())
+		s.mux, err = yamux.Client(conn, ymx)
 	}
 	if err != nil {
 		cancel(err)
@@ -148,29 +149,62 @@ func (s *Session) Stats() SessionStats {
 // before the first.
 func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
 
-// keepalive pings the peer every KeepAliveInterval and ends the session
-// when an answer takes longer than KeepAliveTimeout (yamux's Ping waits
-// that long), so a dead or silent link is detected within their sum. It
-// records each round trip for RTT.
-func (s *Session) keepalive() {
-	t := time.NewTicker(s.cfg.KeepAliveInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			rtt, err := s.mux.Ping()
-			if err != nil {
-				if !s.mux.IsClosed() {
-					s.log.Warn("closing link: the peer stopped answering pings", "error", err)
-					s.shutdown(fmt.Errorf("%w (%v)", ErrKeepAlive, err))
-				}
-				return
-			}
-			s.rtt.Store(int64(rtt))
-		case <-s.mux.CloseChan():
-			return
-		}
+// pinger pings the peer every KeepAliveInterval and ends the session when
+// an answer takes longer than KeepAliveTimeout (yamux's Ping waits that
+// long), so a dead or silent link is detected within their sum. It records
+// each round trip for RTT.
+//
+// It runs on a timer rather than in a goroutine of its own: a goroutine
+// exists only while a ping is out, which saves a parked stack per idle
+// link (a server holds thousands).
+type pinger struct {
+	s     *Session
+	timer *time.Timer
+
+	mu      sync.Mutex
+	stopped bool
+	running sync.WaitGroup // a ping in progress
+}
+
+// startPinger starts pinging s until stop.
+func (s *Session) startPinger() *pinger {
+	p := &pinger{s: s}
+	p.timer = time.AfterFunc(s.cfg.KeepAliveInterval, p.ping)
+	return p
+}
+
+// ping runs on the timer's goroutine: one ping, then the next timer.
+func (p *pinger) ping() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
 	}
+	p.running.Add(1)
+	p.mu.Unlock()
+	defer p.running.Done()
+
+	s := p.s
+	rtt, err := s.mux.Ping()
+	if err != nil {
+		if !s.mux.IsClosed() {
+			s.log.Warn("closing link: the peer stopped answering pings", "error", err)
+			s.shutdown(fmt.Errorf("%w (%v)", ErrKeepAlive, err))
+		}
+		return
+	}
+	s.rtt.Store(int64(rtt))
+	p.timer.Reset(s.cfg.KeepAliveInterval)
+}
+
+// stop ends the pings and waits for one in progress (which the session's
+// end cuts short).
+func (p *pinger) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.timer.Stop()
+	p.running.Wait()
 }
 
 // Close ends the session: every event in flight on it fails with link_lost.
@@ -196,10 +230,7 @@ func (s *Session) shutdown(cause error) {
 // cancels the incoming events and waits for them. The owner runs it.
 func (s *Session) serve() {
 	defer close(s.done)
-	var pinger sync.WaitGroup
-	pinger.Add(1)
-	go func() { defer pinger.Done(); s.keepalive() }()
-	defer pinger.Wait()
+	defer s.startPinger().stop()
 	// A peer may hold a few streams per event (request, cancel, closing
 	// ones); far more than that is abuse, and ends the link.
 	streamLimit := 8*s.cfg.MaxInFlight + 64
