@@ -47,6 +47,6 @@ func (o linkObserver) ObserveHop(d time.Duration, kind host.Kind) { o.n.metrics.
 
 func (o linkObserver) hook(kind, peer string, err error) {
 	if o.n.plugins != nil {
-		o.n.plugins.PeerEvent(kind, peer, len(o.n.sessions()), err)
+		o.n.plugins.PeerEvent(kind, peer, o.n.links(), err)
 	}
 }

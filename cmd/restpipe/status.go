@@ -42,6 +42,17 @@ func (n *node) sessions() []*link.Session {
 	return nil
 }
 
+// links returns how many peers the node is linked to.
+func (n *node) links() int {
+	if n.server != nil {
+		return n.server.Links()
+	}
+	if n.client.Session() != nil {
+		return 1
+	}
+	return 0
+}
+
 // snapshot is the node's state for the metrics scrape.
 func (n *node) snapshot() metrics.Snapshot {
 	snap := metrics.Snapshot{GatewayInFlight: n.gateway.InFlight()}

@@ -86,22 +86,31 @@ func TestHandshakeLimit(t *testing.T) {
 		defer srv.mu.Unlock()
 		return len(srv.pending) == 4
 	})
-	// The fifth is closed at once rather than queued.
-	c, err := net.Dial("tcp", srv.addr)
-	if err != nil {
-		t.Fatal(err)
+	// A client dialing now waits in the accept queue: not served, and
+	// not refused either.
+	cl := startClient(t, p, "a", srv.addr, func(c *ClientConfig) { c.HandshakeTimeout = 30 * time.Second })
+	waitFor(t, 5*time.Second, "the client's dial", func() bool { return cl.Stats().Dials == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if s, err := cl.Peer(ctx); err == nil {
+		t.Fatalf("a fifth connection got a session (%s) while 4 handshakes held every slot", s.Peer())
 	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
-		t.Fatalf("connection over the limit: read = %v, want it closed", err)
+	srv.mu.Lock()
+	pending := len(srv.pending)
+	srv.mu.Unlock()
+	if pending != 4 {
+		t.Errorf("connections in handshake = %d, want the limit, 4", pending)
 	}
-	for _, c := range silent {
+	// As soon as a slot is free, the waiting client gets in on its first
+	// attempt.
+	silent[0].Close()
+	cl.waitUp(t, 5*time.Second)
+	if d := cl.Stats().Dials; d != 1 {
+		t.Errorf("client dialed %d times, want 1: it should have waited, not been refused", d)
+	}
+	for _, c := range silent[1:] {
 		c.Close()
 	}
-	// With the slots free again, a client gets in.
-	cl := startClient(t, p, "a", srv.addr, nil)
-	cl.waitUp(t, 5*time.Second)
 }
 
 func isTimeout(err error) bool {

@@ -26,6 +26,10 @@ type Registry interface {
 
 	// Sessions returns the registered sessions, sorted by peer name.
 	Sessions() []*Session
+
+	// Len returns how many sessions are registered. It is called on every
+	// link up and down, so it must not cost more than a lock.
+	Len() int
 }
 
 // MemRegistry is the in-memory Registry of a single server.
@@ -105,6 +109,13 @@ func (r *MemRegistry) dropWaiter(name string, w *waiter) {
 	if w.n == 0 && r.waiters[name] == w {
 		delete(r.waiters, name)
 	}
+}
+
+// Len implements Registry.
+func (r *MemRegistry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.peers)
 }
 
 // Sessions implements Registry.

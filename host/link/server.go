@@ -31,8 +31,11 @@ type ServerConfig struct {
 	Registry Registry
 
 	// MaxHandshakes bounds the connections that have not finished the TLS
-	// handshake and hello. Beyond it new connections are closed at once,
-	// so silent or slow connections cannot pile up. Default 1024.
+	// handshake and hello. Beyond it new connections wait in the kernel's
+	// accept queue (its length is the system's somaxconn) until a slot is
+	// free, so silent or slow connections cannot pile up in the process,
+	// and a reconnect storm is served at the rate handshakes complete.
+	// Default 1024.
 	MaxHandshakes int
 }
 
@@ -64,6 +67,7 @@ type Server struct {
 	tls        *tls.Config
 	ymx        *yamux.Config // shared by every session
 	handshakes chan struct{} // one token per connection in handshake
+	closing    chan struct{} // closed by Close
 	logLimit   *rate.Limiter // bounds log lines about refused connections
 	draining   atomic.Bool   // refuse new events from every peer
 
@@ -85,6 +89,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:        cfg.Logger,
 		ymx:        cfg.yamuxConfig(),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		closing:    make(chan struct{}),
 		logLimit:   rate.NewLimiter(rate.Limit(5), 20),
 		listeners:  make(map[net.Listener]struct{}),
 		pending:    make(map[net.Conn]struct{}),
@@ -142,8 +147,18 @@ func (s *Server) Serve(ln net.Listener) error {
 
 	var delay time.Duration // backoff on temporary accept errors, as net/http
 	for {
+		// A connection is accepted only when a handshake slot is free;
+		// until then it waits in the kernel's accept queue. Closing
+		// connections over the limit instead would make every client of
+		// a reconnect storm pay for failed attempts and back off.
+		select {
+		case s.handshakes <- struct{}{}:
+		case <-s.closing:
+			return ErrServerClosed
+		}
 		conn, err := ln.Accept()
 		if err != nil {
+			<-s.handshakes
 			if s.isClosed() {
 				return ErrServerClosed
 			}
@@ -157,15 +172,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		delay = 0
-		select {
-		case s.handshakes <- struct{}{}:
-		default:
-			if s.logLimit.Allow() {
-				s.log.Warn("refusing connection: too many links in handshake", "remote", conn.RemoteAddr(), "limit", cap(s.handshakes))
-			}
-			conn.Close()
-			continue
-		}
 		if !s.track(conn) {
 			<-s.handshakes
 			conn.Close()
@@ -272,6 +278,10 @@ func (s *Server) handshake(conn net.Conn) (*Session, error) {
 // Sessions returns the live sessions, sorted by peer name.
 func (s *Server) Sessions() []*Session { return s.cfg.Registry.Sessions() }
 
+// Links returns how many clients are linked: len(Sessions()), without
+// building the sorted list.
+func (s *Server) Links() int { return s.cfg.Registry.Len() }
+
 // Drain makes every link refuse new events from its peer with
 // peer_unavailable ("shutting down"); events already in flight go on, and
 // this node can still send events. See WaitIdle.
@@ -292,6 +302,9 @@ func (s *Server) WaitIdle(ctx context.Context) error {
 // with link_lost) and waits until all of it is done.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.closing)
+	}
 	s.closed = true
 	for ln := range s.listeners {
 		ln.Close()
