@@ -66,6 +66,9 @@ func TestHandshake(t *testing.T) {
 				if got := st.PeerCertificates[0].Subject.CommonName; got != "server" {
 					t.Errorf("server CN = %q, want %q", got, "server")
 				}
+				if st.CurveID != tls.SecP256r1MLKEM768 {
+					t.Errorf("key exchange = %v, want SecP256r1MLKEM768", st.CurveID)
+				}
 				return
 			}
 			wantErr(t, err, nil, tc.wantErr)
