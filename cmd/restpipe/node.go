@@ -270,7 +270,6 @@ func (n *node) run(ctx context.Context) error {
 		n.log.Error("stopping: a component failed", "error", failure)
 	}
 
-	n.log.Info("draining", "grace", n.cfg.Grace)
 	n.drain(bg)
 	stopLink()
 	stopPlugins()
@@ -299,6 +298,9 @@ func (n *node) drain(ctx context.Context) {
 		lk = n.server
 	}
 	lk.Drain()
+	// Logged once new events are refused, never before: whoever reads
+	// the log (an operator, a test) may rely on it.
+	n.log.Info("draining", "grace", n.cfg.Grace)
 	graceCtx, cancel := context.WithTimeout(ctx, n.cfg.Grace)
 	defer cancel()
 	var wg sync.WaitGroup
