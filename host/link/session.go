@@ -169,7 +169,11 @@ type pinger struct {
 // startPinger starts pinging s until stop.
 func (s *Session) startPinger() *pinger {
 	p := &pinger{s: s}
+	// Under mu, which ping takes first: the timer may fire before
+	// AfterFunc has returned.
+	p.mu.Lock()
 	p.timer = time.AfterFunc(s.cfg.KeepAliveInterval, p.ping)
+	p.mu.Unlock()
 	return p
 }
 
@@ -194,7 +198,11 @@ func (p *pinger) ping() {
 		return
 	}
 	s.rtt.Store(int64(rtt))
-	p.timer.Reset(s.cfg.KeepAliveInterval)
+	p.mu.Lock()
+	if !p.stopped {
+		p.timer.Reset(s.cfg.KeepAliveInterval)
+	}
+	p.mu.Unlock()
 }
 
 // stop ends the pings and waits for one in progress (which the session's
