@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/restpipe/restpipe/cmd/internal/srctree"
 )
 
 // benchPlugins are the plugins every restpipe node of the bench runs.
@@ -34,8 +35,8 @@ func prepareBinaries(ctx context.Context, o *options, work string, log io.Writer
 	}
 	var root string
 	if b.restpipe == "" || o.pluginsDir == "" {
-		if root, err = moduleRoot(); err != nil {
-			return nil, err
+		if root, err = srctree.Root(); err != nil {
+			return nil, fmt.Errorf("%w: run the bench from it, or pass --restpipe and --plugins", err)
 		}
 	}
 	b.source = "given binaries: " + o.restpipe + ", " + o.pluginsDir
@@ -45,34 +46,23 @@ func prepareBinaries(ctx context.Context, o *options, work string, log io.Writer
 	if b.restpipe == "" {
 		b.restpipe = filepath.Join(work, "bin", "restpipe")
 		fmt.Fprintln(log, "building restpipe...")
-		if err := goBuild(ctx, root, b.restpipe, "./cmd/restpipe"); err != nil {
+		if err := srctree.Build(ctx, root, b.restpipe, "./cmd/restpipe"); err != nil {
 			return nil, err
 		}
 	}
-	for _, p := range benchPlugins {
-		dst := filepath.Join(b.pluginsDir, p)
-		if o.pluginsDir != "" {
-			if err := copyFile(filepath.Join(o.pluginsDir, p), dst, 0o755); err != nil {
+	if o.pluginsDir != "" {
+		for _, p := range benchPlugins {
+			if err := copyFile(filepath.Join(o.pluginsDir, p), filepath.Join(b.pluginsDir, p), 0o755); err != nil {
 				return nil, fmt.Errorf("--plugins: %w", err)
 			}
-			continue
 		}
-		fmt.Fprintf(log, "building plugin %s...\n", p)
-		if err := goBuild(ctx, root, dst, "./plugins/"+p); err != nil {
+	} else {
+		fmt.Fprintf(log, "building plugins %s...\n", strings.Join(benchPlugins, ", "))
+		if err := srctree.BuildPlugins(ctx, root, b.pluginsDir, benchPlugins...); err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
-}
-
-// goBuild runs go build -o out pkg in the module at root.
-func goBuild(ctx context.Context, root, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // sourceVersion describes the source tree at root: its git commit, and
@@ -94,26 +84,6 @@ func sourceVersion(ctx context.Context, root string) string {
 		commit += fmt.Sprintf(", with uncommitted changes to %d files", len(strings.Split(st, "\n")))
 	}
 	return "built from " + commit
-}
-
-// moduleRoot finds the restpipe source tree at or above the current
-// directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/restpipe/restpipe\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the restpipe source tree: run the bench from it, or pass --restpipe and --plugins")
-		}
-		dir = parent
-	}
 }
 
 // copyFile copies src to dst with mode perm, through a hidden temporary

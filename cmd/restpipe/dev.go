@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/restpipe/restpipe/cmd/internal/srctree"
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/pki"
 )
@@ -187,41 +187,12 @@ func devListenHint(err error) error {
 // buildExamplePlugins builds the example plugins into dir with the go
 // command, from the source tree the current directory is in.
 func buildExamplePlugins(ctx context.Context, dir string) error {
-	root, err := moduleRoot()
+	root, err := srctree.Root()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: run restpipe dev from it, or pass --plugins DIR with built plugins", err)
 	}
-	pkgs := make([]string, len(devPlugins))
-	for i, p := range devPlugins {
-		pkgs[i] = "./plugins/" + p
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("build the example plugins: %v\n%s", err, out)
+	if err := srctree.BuildPlugins(ctx, root, dir, devPlugins...); err != nil {
+		return fmt.Errorf("build the example plugins: %w", err)
 	}
 	return nil
-}
-
-// moduleRoot finds the restpipe source tree above the current directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/restpipe/restpipe\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the restpipe source tree: run restpipe dev from it, or pass --plugins DIR with built plugins")
-		}
-		dir = parent
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,10 +121,17 @@ func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	}()
 	go func() {
 		defer readers.Done()
-		b, _ := io.ReadAll(stdout)
-		p.mu.Lock()
-		p.stdout.Write(b)
-		p.mu.Unlock()
+		buf := make([]byte, 4096)
+		for {
+			n, err := stdout.Read(buf)
+			p.mu.Lock()
+			p.stdout.Write(buf[:n])
+			p.cond.Broadcast()
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
 	}()
 	go func() {
 		readers.Wait()
@@ -224,6 +230,28 @@ func (p *proc) wait(within time.Duration) int {
 		return -1
 	}
 	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitOutput waits until the process has written want to stdout and
+// returns all it wrote so far.
+func (p *proc) waitOutput(within time.Duration, want string) string {
+	p.t.Helper()
+	timer := time.AfterFunc(within, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(within)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !strings.Contains(p.stdout.String(), want) {
+		if p.ended || time.Now().After(deadline) {
+			p.t.Fatalf("%s did not print %q within %v; it printed:\n%s", p.name, want, within, p.stdout.String())
+		}
+		p.cond.Wait()
+	}
+	return p.stdout.String()
 }
 
 // output returns what the process wrote to stdout so far.
