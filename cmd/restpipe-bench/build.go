@@ -79,7 +79,7 @@ func sourceVersion(ctx context.Context, root string) string {
 		return "the source tree at " + root + " (no git)"
 	}
 	// Only what goes into the binaries counts.
-	st, err := git("status", "--porcelain", "--", "cmd/restpipe", "host", "plugin-sdk", "plugins", "proto", "go.mod", "go.sum")
+	st, err := git("status", "--porcelain", "--", "cmd/restpipe", "cmd/internal", "host", "plugin-sdk", "plugins", "proto", "go.mod", "go.sum")
 	if err == nil && st != "" {
 		commit += fmt.Sprintf(", with uncommitted changes to %d files", len(strings.Split(st, "\n")))
 	}

@@ -24,7 +24,7 @@
 //	h  plugin start: what one plugin adds to a node's start until its first
 //	   served event
 //
-// Scenarios a to d are run --rounds times, alternating the baseline and
+// Scenarios a to e are run --rounds times, alternating the baseline and
 // restpipe, and each ratio is the median of the per-round ratios. See
 // docs/performance.md for what each figure means and a table from one run.
 //

@@ -24,8 +24,8 @@ import (
 // the plugin with it) marks when the node serves. The figure is the median
 // of (time to the plugin's first 200) - (time to the empty node's first
 // 404) over the pairs: the plugin's whole start, from the node finding the
-// file (hashing it, exec, go-plugin's handshake with AutoMTLS, describing
-// its routes) to its first served event, without the node's own start.
+// file (exec, go-plugin's handshake, describing its routes) to its first
+// served event, without the node's own start.
 //
 // The node's debug log adds a breakdown: from "plugin process started"
 // (just after exec) to the bench's first 200, and from "plugin found" to

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/link"
 	"github.com/restpipe/restpipe/host/pki"
 	"github.com/restpipe/restpipe/host/plugins"
 )
@@ -55,7 +56,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.DurationVar(&cfg.EventTimeout, "event-timeout", 30*time.Second, "deadline of an event whose caller sets no X-Event-Timeout")
 	fs.DurationVar(&cfg.PeerWait, "peer-wait", 10*time.Second, "how long an event waits for its peer to connect (within its deadline)")
 	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest request body in `bytes`; 0 means no limit")
-	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 256, "events in flight per peer, each way, beyond which events fail with overloaded")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", link.DefaultConfig().MaxInFlight, "events in flight per peer, each way, beyond which events fail with overloaded")
 	fs.DurationVar(&cfg.Grace, "grace", 30*time.Second, "on SIGTERM, how long events in flight get to finish")
 	fs.StringVar(&cfg.StatsD, "statsd", "", "also send metrics to a StatsD server at `host:port` (UDP; default: off)")
 	fs.StringVar(&cfg.StatsDPrefix, "statsd-prefix", "restpipe", "`prefix` of the StatsD metric names")
@@ -63,8 +64,8 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
 	fs.StringVar(&nf.checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `file`; only files listed there with that hash are started")
 	fs.BoolVar(&cfg.PluginMTLS, "plugin-mtls", false, "secure each plugin's connection with go-plugin's automatic mTLS; off by default, as each plugin's Unix socket sits in a private 0700 directory")
-	fs.IntVar(&cfg.PluginGOMAXPROCS, "plugin-gomaxprocs", 1, "GOMAXPROCS of plugin processes; 0 leaves Go's default (a GOMAXPROCS in the environment wins)")
-	fs.IntVar(&cfg.StreamWindow, "stream-window", 1<<20, "most `bytes` one event may have in flight unread on the link: caps one event at window/RTT, and a slow reader's buffer")
+	fs.IntVar(&cfg.PluginGOMAXPROCS, "plugin-gomaxprocs", plugins.DefaultConfig().GOMAXPROCS, "GOMAXPROCS of plugin processes; 0 leaves Go's default (a GOMAXPROCS in the environment wins)")
+	fs.IntVar(&cfg.StreamWindow, "stream-window", int(link.DefaultConfig().StreamWindow), "most `bytes` one event may have in flight unread on the link: caps one event at window/RTT, and a slow reader's buffer")
 	nf.logs.register(fs)
 }
 

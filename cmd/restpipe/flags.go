@@ -20,10 +20,7 @@ func envName(flagName string) string {
 // command line from its environment variable, when that is set.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return errUsage
-		}
-		return errUsage // fs has printed the problem
+		return errUsage // fs has printed the usage or the problem
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))

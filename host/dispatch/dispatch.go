@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +75,6 @@ type routes struct {
 // owner is one claimant of routes and its in-flight bound.
 type owner struct {
 	name     string
-	routes   []string
 	h        host.Handler
 	inFlight *atomic.Int64 // shared across versions of the same owner
 }
@@ -107,7 +105,7 @@ func (t *Table) Set(name string, rs []string, h host.Handler) error {
 	if prev := old.owners[name]; prev != nil {
 		counter = prev.inFlight
 	}
-	o := &owner{name: name, routes: sortedCopy(rs), h: h, inFlight: counter}
+	o := &owner{name: name, h: h, inFlight: counter}
 	next := old.without(name)
 	next.owners[name] = o
 	for _, r := range rs {
@@ -138,12 +136,6 @@ func (rt *routes) without(name string) *routes {
 		}
 	}
 	return next
-}
-
-func sortedCopy(s []string) []string {
-	c := append([]string(nil), s...)
-	sort.Strings(c)
-	return c
 }
 
 // Routes returns every route and its owner.

@@ -42,8 +42,8 @@
 //
 // Pinning. With Config.Checksums set, only files listed there with a
 // matching sha256 are started (the check go-plugin's SecureConfig makes,
-// done on each new version before exec); any other is refused with a log
-// line.
+// done on the file before every exec, restarts included); any other is
+// refused with a log line.
 //
 // Transport. Each plugin listens on a Unix socket in a directory of its own,
 // mode 0700, made by go-plugin and removed when the plugin stops; only the

@@ -86,22 +86,29 @@ func (in *instance) stopPeers() {
 // startInstance launches the plugin at path, connects to it and describes
 // it. It returns once the plugin is ready for events or failed to be.
 func (m *Manager) startInstance(ctx context.Context, path string, version []byte) (*instance, error) {
+	started := time.Now()
 	file := filepath.Base(path)
 	log := m.log.Named(file)
 	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{})}
 
 	if m.cfg.Checksums != nil {
 		// go-plugin's own check (SecureConfig) runs on the command it
-		// builds, which a custom runner replaces; a pinned file's version
-		// is its sha256 (see Manager.scan), compared here before exec.
+		// builds, which a custom runner replaces; the same check runs
+		// here, on the file as it is now, before every exec (a crash
+		// restart too: the file may have been rewritten since the scan
+		// hashed it).
 		want, listed := m.cfg.Checksums[file]
 		if !listed {
 			return nil, fmt.Errorf("%w: %s is not in the checksum manifest", errPinned, file)
 		}
-		if subtle.ConstantTimeCompare(version, want) != 1 {
-			return nil, fmt.Errorf("%w: sha256 of %s (%.6x...) does not match the checksum manifest (%.6x...)", errPinned, path, version, want)
+		sum, err := hashFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errPinned, err)
 		}
-		inst.sum = version
+		if subtle.ConstantTimeCompare(sum, want) != 1 {
+			return nil, fmt.Errorf("%w: sha256 of %s (%.6x...) does not match the checksum manifest (%.6x...)", errPinned, path, sum, want)
+		}
+		inst.sum = sum
 	} else {
 		// The sha256 shown in Status is computed on the other core while
 		// the plugin starts, not before it.
@@ -169,7 +176,8 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 	}
 	inst.rpc = raw.(pluginv1.PluginClient)
 
-	dctx, cancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
+	// One StartTimeout for launch, handshake and describe together.
+	dctx, cancel := context.WithDeadline(ctx, started.Add(m.cfg.StartTimeout))
 	defer cancel()
 	desc, err := inst.rpc.Describe(dctx, &pluginv1.DescribeRequest{
 		ProtocolVersion: pluginv1.ProtocolVersion,

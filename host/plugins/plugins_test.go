@@ -312,6 +312,36 @@ func TestChecksumPinning(t *testing.T) {
 	e.logs.wait(time.Second, "plugin refused", "wrong", "does not match the checksum manifest")
 }
 
+// TestPinnedPluginIsCheckedBeforeEveryExec rewrites a pinned plugin's file
+// in place while it waits to be restarted after a crash: the restart runs
+// the check again and refuses the new content, though the directory scan
+// (held back by a long Settle) has not looked at the file yet.
+func TestPinnedPluginIsCheckedBeforeEveryExec(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Checksums = map[string][]byte{"pinned": sha256File(t, bin("misbehave"))}
+		c.Settle = time.Minute
+		c.MinRestart, c.MaxRestart = time.Second, time.Second
+	})
+	e.install(bin("misbehave"), "pinned")
+	e.start()
+	e.waitState("pinned", StateRunning, 5*time.Second)
+	if _, err := e.get("pinned/crash"); err == nil {
+		t.Fatal("the crash route answered")
+	}
+	e.waitState("pinned", StateRestarting, 5*time.Second)
+	other, err := os.ReadFile(bin("time"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "pinned"), other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitState("pinned", StateRefused, 5*time.Second)
+	if !strings.Contains(st.Error, "does not match the checksum manifest") || st.PID != 0 {
+		t.Errorf("status after the rewrite = %+v, want refused by the checksum and no process", st)
+	}
+}
+
 func TestMisconfiguredPlugin(t *testing.T) {
 	e := newEnv(t, nil)
 	e.install(bin("misbehave"), "misconfigured")
