@@ -59,7 +59,9 @@ func appendMsgFrame(b []byte, t byte, m proto.Message) ([]byte, error) {
 	size := proto.Size(m)
 	b = append(b, t)
 	b = binary.AppendUvarint(b, uint64(size))
-	return proto.MarshalOptions{}.MarshalAppend(b, m)
+	// Size has just cached the sizes of m and its parts: encode without
+	// walking the message a second time to size it.
+	return proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
 }
 
 // writeMsg writes m as one HEADER frame in a single Write.

@@ -142,6 +142,7 @@ type testServer struct {
 	handler *nodeHandler
 	logs    *logBuf
 	done    chan error
+	stopped sync.Once
 }
 
 func startServer(t testing.TB, p *testPKI, mod func(*ServerConfig)) *testServer {
@@ -173,17 +174,20 @@ func startServerOn(t testing.TB, p *testPKI, ln net.Listener, mod func(*ServerCo
 	return ts
 }
 
-// stop closes the server and checks Serve returned ErrServerClosed.
+// stop closes the server and checks Serve returned ErrServerClosed, once
+// (a test may stop its server before the cleanup does).
 func (ts *testServer) stop(t testing.TB) {
-	ts.Close()
-	select {
-	case err := <-ts.done:
-		if !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve() = %v, want ErrServerClosed", err)
+	ts.stopped.Do(func() {
+		ts.Close()
+		select {
+		case err := <-ts.done:
+			if !errors.Is(err, ErrServerClosed) {
+				t.Errorf("Serve() = %v, want ErrServerClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Serve did not return within 10s of Close")
 		}
-	case <-time.After(0):
-		// Already collected by an earlier stop.
-	}
+	})
 }
 
 // testClient is a link client running in the background.

@@ -288,9 +288,17 @@ func (s *Server) Links() int { return s.cfg.Registry.Len() }
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // WaitIdle waits until no event from any peer is in flight on this server,
-// or ctx ends. Call Drain first.
+// or ctx ends. Call Drain first. It waits on every session this server
+// serves, including replaced ones still winding down, which the Registry
+// no longer lists.
 func (s *Server) WaitIdle(ctx context.Context) error {
-	for _, sess := range s.Sessions() {
+	s.mu.Lock()
+	sessions := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
 		if err := sess.waitIdle(ctx); err != nil {
 			return err
 		}
