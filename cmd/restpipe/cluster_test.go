@@ -220,24 +220,67 @@ func (r *reply) json(t testing.TB) map[string]any {
 // do sends one request to a node's gateway and reads the whole reply.
 func do(t testing.TB, method, url string, body io.Reader, header ...string) *reply {
 	t.Helper()
-	req, err := http.NewRequest(method, url, body)
+	return doWith(t, http.DefaultClient, method, url, body, header...)
+}
+
+// doWith is do through hc.
+func doWith(t testing.TB, hc *http.Client, method, url string, body io.Reader, header ...string) *reply {
+	t.Helper()
+	r, err := tryDo(hc, method, url, body, header...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo sends one request through hc and reads the whole reply.
+func tryDo(hc *http.Client, method, url string, body io.Reader, header ...string) (*reply, error) {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return nil, err
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading the reply: %v", method, url, err)
+		return nil, fmt.Errorf("%s %s: reading the reply: %w", method, url, err)
 	}
 	return &reply{status: resp.StatusCode, code: resp.Header.Get("X-Event-Return-Code"),
-		kind: resp.Header.Get("X-Event-Error-Kind"), header: resp.Header, body: b}
+		kind: resp.Header.Get("X-Event-Error-Kind"), header: resp.Header, body: b}, nil
+}
+
+// pending is a request sent in the background by goDo.
+type pending <-chan *reply
+
+// goDo sends a request in the background. A failure is reported with
+// t.Errorf rather than t.Fatal, which a goroutine must not call, and the
+// wait for it ends either way.
+func goDo(t testing.TB, method, url string, body io.Reader, header ...string) pending {
+	ch := make(chan *reply, 1)
+	go func() {
+		r, err := tryDo(http.DefaultClient, method, url, body, header...)
+		if err != nil {
+			t.Error(err)
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// wait returns the reply, or ends the test if the request failed.
+func (p pending) wait(t testing.TB) *reply {
+	t.Helper()
+	r := <-p
+	if r == nil {
+		t.FailNow()
+	}
+	return r
 }
 
 // wantError checks a reply is the JSON error of kind with its status and

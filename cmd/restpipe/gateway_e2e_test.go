@@ -131,13 +131,12 @@ func TestEveryErrorKind(t *testing.T) {
 		wantError(t, do(t, "GET", cl.url("/server/misbehave/crash"), nil), host.KindPluginUnavailable)
 	})
 	t.Run("link_lost", func(t *testing.T) {
-		res := make(chan *reply, 1)
-		go func() { res <- do(t, "GET", c.server.url("/client/gone/misbehave/slow?ms=60000"), nil) }()
+		res := goDo(t, "GET", c.server.url("/client/gone/misbehave/slow?ms=60000"), nil)
 		waitFor(t, 5*time.Second, "the event to reach gone", func() bool {
 			return c.clients["gone"].table.InFlight("misbehave") == 1
 		})
 		c.clients["gone"].stop(t) // the client node goes away mid-event
-		wantError(t, <-res, host.KindLinkLost)
+		wantError(t, res.wait(t), host.KindLinkLost)
 	})
 	t.Run("peer_unavailable", func(t *testing.T) {
 		v := wantError(t, do(t, "GET", c.server.url("/client/nobody/time"), nil), host.KindPeerUnavailable)
@@ -263,11 +262,11 @@ func TestConcurrentSlowEvents(t *testing.T) {
 func TestPeerWait(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, clusterOpts{plugins: []string{"time"}})
-	res := make(chan *reply, 1)
-	go func() { res <- do(t, "GET", c.server.url("/client/late/time"), nil) }()
-	time.Sleep(500 * time.Millisecond) // the client connects after the event was sent: the scenario
+	res := goDo(t, "GET", c.server.url("/client/late/time"), nil)
+	// The client connects only once the event is waiting for it.
+	waitFor(t, 10*time.Second, "the event to wait for its peer", func() bool { return c.server.gateway.InFlight() == 1 })
 	c.clients["late"] = c.startNode(host.RoleClient, "late", c.server.linkAddr(), clusterOpts{plugins: []string{"time"}})
-	if r := <-res; r.status != 200 || !strings.Contains(string(r.body), "time_from_client") {
+	if r := res.wait(t); r.status != 200 || !strings.Contains(string(r.body), "time_from_client") {
 		t.Errorf("event for a late client = %d %s", r.status, r.body)
 	}
 }

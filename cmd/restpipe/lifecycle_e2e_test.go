@@ -29,9 +29,10 @@ func TestSIGTERMDrains(t *testing.T) {
 	cl.waitLog(0, 10*time.Second, "link up", nil)
 
 	// A slow event from the client and one from the server's own caller.
-	slow := make(chan *reply, 2)
-	go func() { slow <- do(t, "GET", "http://"+clHTTP+"/server/misbehave/slow?ms=2000", nil) }()
-	go func() { slow <- do(t, "GET", "http://"+srvHTTP+"/local/misbehave/slow?ms=2000", nil) }()
+	slow := []pending{
+		goDo(t, "GET", "http://"+clHTTP+"/server/misbehave/slow?ms=2000", nil),
+		goDo(t, "GET", "http://"+srvHTTP+"/local/misbehave/slow?ms=2000", nil),
+	}
 	srv.waitLog(0, 10*time.Second, "plugin running", nil)
 	waitFor(t, 10*time.Second, "both slow events in flight", func() bool {
 		st := getStatus(t, srvHTTP)
@@ -47,8 +48,8 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Errorf("/healthz while draining = %d, want 503", r.status)
 	}
 	// The events in flight finish.
-	for range 2 {
-		if r := <-slow; r.status != 200 || !strings.Contains(string(r.body), `"slept_ms":2000`) {
+	for _, p := range slow {
+		if r := p.wait(t); r.status != 200 || !strings.Contains(string(r.body), `"slept_ms":2000`) {
 			t.Errorf("slow event during the drain = %d %s", r.status, r.body)
 		}
 	}

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,18 +106,9 @@ func echoPID(t testing.TB, httpAddr string) int {
 // peakRSS returns a process's peak resident set size (VmHWM).
 func peakRSS(t testing.TB, pid int) int64 {
 	t.Helper()
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	v, err := procBytes(pid, "VmHWM")
 	if err != nil {
-		t.Skipf("no /proc on this system: %v", err)
+		t.Fatalf("peak RSS of process %d: %v", pid, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmHWM for process %d", pid)
-	return 0
+	return v
 }

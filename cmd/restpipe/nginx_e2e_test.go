@@ -525,26 +525,3 @@ func processExists(pid int) bool {
 	f := strings.Fields(string(stat[i+1:]))
 	return len(f) == 0 || f[0] != "Z"
 }
-
-// doWith is do with a client of the test's choosing.
-func doWith(t testing.TB, hc *http.Client, method, url string, body io.Reader, header ...string) *reply {
-	t.Helper()
-	req, err := http.NewRequest(method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading the reply: %v", method, url, err)
-	}
-	return &reply{status: resp.StatusCode, code: resp.Header.Get("X-Event-Return-Code"),
-		kind: resp.Header.Get("X-Event-Error-Kind"), header: resp.Header, body: b}
-}

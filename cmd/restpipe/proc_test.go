@@ -87,8 +87,17 @@ func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	if (args[0] == "server" || args[0] == "client") && !slices.Contains(args, "--http") {
 		args = append(args, "--http", "127.0.0.1:0") // never a fixed port
 	}
+	// The process's TMPDIR is its own, so what a SIGKILL leaves behind
+	// (its plugins' socket directories) goes with the test; the removal
+	// runs after the kill below, and tolerates a plugin not yet dead.
+	tmp, err := os.MkdirTemp("", "restpipe-proc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	cmd := exec.Command(restpipeBin(), args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), "TMPDIR="+tmp), env...)
+	cmd.SysProcAttr = dieWithParent()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
