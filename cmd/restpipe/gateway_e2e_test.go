@@ -148,7 +148,14 @@ func TestEveryErrorKind(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Add(1)
-			go func() { defer wg.Done(); do(t, "GET", cl.url("/server/misbehave/slow?ms=1500"), nil) }()
+			go func() {
+				defer wg.Done()
+				if r, err := tryDo(http.DefaultClient, "GET", cl.url("/server/misbehave/slow?ms=1500"), nil); err != nil {
+					t.Error(err)
+				} else if r.status != 200 {
+					t.Errorf("slow event = %d %s", r.status, r.body)
+				}
+			}()
 		}
 		waitFor(t, 5*time.Second, "4 events in flight", func() bool { return c.server.table.InFlight("misbehave") == 4 })
 		r := do(t, "GET", cl.url("/server/time"), nil)
@@ -192,7 +199,10 @@ func TestTracebackOnlyAtDebug(t *testing.T) {
 }
 
 // TestDeadlineAndCancelReachTheFarPlugin checks the caller's deadline and
-// hang-up reach the handler's context on the other node.
+// hang-up reach the handler's context on the other node. The hang-up is
+// sent only once the far handler has started (it logs "slow event
+// started"): a hang-up that wins the race to the plugin ends the event
+// before any handler runs, which TestHangUpBeforeTheHandlerStarts covers.
 func TestDeadlineAndCancelReachTheFarPlugin(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, clusterOpts{plugins: []string{"misbehave"}}, "c1")
@@ -203,6 +213,7 @@ func TestDeadlineAndCancelReachTheFarPlugin(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", cl.url("/server/misbehave/slow?ms=60000"), nil)
 	req.Header.Set("X-Request-Id", "hang-up-test")
 	errc := make(chan error, 1)
@@ -213,15 +224,67 @@ func TestDeadlineAndCancelReachTheFarPlugin(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, 5*time.Second, "the event in flight", func() bool { return c.server.table.InFlight("misbehave") == 1 })
+	waitFor(t, 10*time.Second, "the far handler to start", func() bool {
+		return logHas(c.server.logs.String(), "slow event started", "id=hang-up-test")
+	})
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("caller's request = %v", err)
 	}
-	waitFor(t, 5*time.Second, "the plugin to see the cancellation", func() bool {
+	waitFor(t, 10*time.Second, "the plugin to see the cancellation", func() bool {
 		return logHas(c.server.logs.String(), "slow event canceled", "id=hang-up-test", `error="context canceled"`)
 	})
-	waitFor(t, 5*time.Second, "nothing in flight", func() bool { return c.server.table.InFlight("misbehave") == 0 })
+	waitFor(t, 10*time.Second, "nothing in flight", func() bool { return c.server.table.InFlight("misbehave") == 0 })
+}
+
+// TestHangUpBeforeTheHandlerStarts hangs up at once, again and again, so
+// that the hang-up sometimes reaches the far node before the event reaches
+// its handler and sometimes after. Either order must end well: the caller
+// gets its error, a handler that started sees the cancellation, nothing
+// stays in flight, and the next event is served.
+func TestHangUpBeforeTheHandlerStarts(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOpts{plugins: []string{"misbehave"}}, "c1")
+	cl := c.clients["c1"]
+	const rounds = 20
+	started := 0
+	for i := range rounds {
+		id := fmt.Sprintf("early-hang-up-%d", i)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", cl.url("/server/misbehave/slow?ms=60000"), nil)
+		req.Header.Set("X-Request-Id", id)
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		// Hang up after a delay that grows from nothing to 2ms over the
+		// rounds: the early ones end the event on this node or on its way,
+		// the late ones in the far handler. The delay is the experiment,
+		// not a wait for a condition.
+		time.Sleep(time.Duration(i) * 100 * time.Microsecond)
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Errorf("round %d: caller's request = %v", i, err)
+		}
+		waitFor(t, 10*time.Second, "nothing in flight on either node", func() bool {
+			return c.server.table.InFlight("misbehave") == 0 && cl.gateway.InFlight() == 0
+		})
+		logs := c.server.logs.String()
+		if logHas(logs, "slow event started", "id="+id) {
+			started++
+			waitFor(t, 10*time.Second, "the started handler to see the cancellation", func() bool {
+				return logHas(c.server.logs.String(), "slow event canceled", "id="+id)
+			})
+		}
+	}
+	t.Logf("%d of %d handlers had started when the hang-up arrived", started, rounds)
+	if r := do(t, "GET", cl.url("/server/misbehave/ok"), nil); r.status != 200 {
+		t.Errorf("event after the hang-ups = %d %s", r.status, r.body)
+	}
 }
 
 // TestConcurrentSlowEvents sends 200 events of 300ms each at once: they run
@@ -238,7 +301,13 @@ func TestConcurrentSlowEvents(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := do(t, "GET", cl.url(fmt.Sprintf("/server/echo//%d?sleep=300ms", i)), nil)
+			r, err := tryDo(http.DefaultClient, "GET", cl.url(fmt.Sprintf("/server/echo//%d?sleep=300ms", i)), nil)
+			if err != nil {
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%d: %v", i, err))
+				mu.Unlock()
+				return
+			}
 			if r.status != 200 || !strings.Contains(string(r.body), fmt.Sprintf(`"args":["%d"]`, i)) {
 				mu.Lock()
 				failed = append(failed, fmt.Sprintf("%d: %d %s", i, r.status, r.body))

@@ -84,6 +84,7 @@ func main() {
 	})
 	p.Handle("get", name+"/slow", func(ctx context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
 		ms, _ := strconv.Atoi(ev.QueryValue("ms"))
+		p.Logger().Info("slow event started", "id", ev.ID, "ms", ms)
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
 			return pluginsdk.JSON(map[string]any{"slept_ms": ms, "version": version}), nil
