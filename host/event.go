@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // Verbs are the event verbs, the lower-case HTTP methods a gateway accepts.
@@ -99,6 +100,17 @@ func CheckNoun(noun string) error {
 	return nil
 }
 
+// CheckStatus returns nil for a status a reply may carry: 0 (meaning 200)
+// or a final HTTP status, 200 to 599. Nodes check every reply that crosses
+// a process boundary (from a plugin, from a peer) against it: anything
+// else would break or hang the caller's HTTP connection.
+func CheckStatus(status int) error {
+	if status == 0 || status >= 200 && status <= 599 {
+		return nil
+	}
+	return fmt.Errorf("reply status %d is not a final HTTP status (200 to 599)", status)
+}
+
 // Reply is a handler's answer to an Event.
 type Reply struct {
 	// Status is the HTTP status to give the caller; 0 means 200.
@@ -145,3 +157,23 @@ type HandlerFunc func(ctx context.Context, ev *Event) (*Reply, error)
 
 // Handle calls f(ctx, ev).
 func (f HandlerFunc) Handle(ctx context.Context, ev *Event) (*Reply, error) { return f(ctx, ev) }
+
+// EventRecord describes an event a gateway answered, for its observers
+// (metrics, the status page).
+type EventRecord struct {
+	// ID is the event's request id.
+	ID string
+	// Route is the event's route name, "" when it was refused before it
+	// had one.
+	Route string
+	// Peer is where it went: "local", "server", or a client's name.
+	Peer string
+	// Kind is the outcome: "" for a handler's reply, else an error kind;
+	// Message says why.
+	Kind    Kind
+	Message string
+	// Duration is from the request's arrival to the end of the reply.
+	Duration time.Duration
+	// BytesIn and BytesOut count the request and reply body bytes.
+	BytesIn, BytesOut int64
+}

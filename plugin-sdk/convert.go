@@ -21,9 +21,6 @@ func eventFromHeader(h *pluginv1.EventHeader, node Node) *Event {
 	if ev.Args == nil {
 		ev.Args = []string{}
 	}
-	if h.BodyInline {
-		ev.Size = int64(len(h.InlineBody))
-	}
 	for k, vs := range h.Query {
 		ev.Query[k] = vs.GetValues()
 	}

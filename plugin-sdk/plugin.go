@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/restpipe/restpipe/plugin-sdk/eventpath"
 	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
 
@@ -204,30 +205,21 @@ func (p *Plugin) Serve() {
 	if underNode {
 		keepStdoutForHandshake()
 	}
+	srv := newServer(p)
+	closeEvents, err := srv.listen(os.Getenv(eventpath.SocketDirEnv))
+	if err != nil {
+		p.Logger().Error("plugin cannot start", "error", err)
+		os.Exit(1)
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
-		Plugins:         plugin.PluginSet{pluginv1.PluginName: &grpcPlugin{srv: newServer(p)}},
-		GRPCServer:      newGRPCServer,
+		Plugins:         plugin.PluginSet{pluginv1.PluginName: &grpcPlugin{srv: srv}},
+		GRPCServer:      plugin.DefaultGRPCServer, // also what makes go-plugin speak gRPC
 		Logger:          p.Logger().Named("go-plugin"),
 	})
+	_ = closeEvents()
 	os.Exit(0)
 }
-
-// newGRPCServer is the plugin's gRPC server: go-plugin's options plus flow
-// control windows sized for streaming bodies (gRPC's 64 KiB default would
-// stall a large body every 64 KiB for a round trip).
-func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
-	return grpc.NewServer(append(opts,
-		grpc.InitialWindowSize(grpcStreamWindow),
-		grpc.InitialConnWindowSize(grpcConnWindow),
-	)...)
-}
-
-// The plugin connection's flow control windows, per stream and in all.
-const (
-	grpcStreamWindow = 1 << 20
-	grpcConnWindow   = 4 << 20
-)
 
 // Handshake is the go-plugin handshake of restpipe handler plugins.
 var Handshake = plugin.HandshakeConfig{
@@ -251,12 +243,18 @@ func (g *grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Clien
 	return nil, errors.New("pluginsdk: a plugin is never a gRPC client")
 }
 
-// RegisterGRPC registers p's service on s, for tests that run a plugin
-// in-process (see pluginsdktest). Plugins call Serve instead.
-func (p *Plugin) RegisterGRPC(s *grpc.Server) error {
+// RegisterGRPC serves p inside this process for a test harness (see
+// pluginsdktest): its control service on s, and its event socket in dir.
+// It returns the function that stops the event socket. Plugins call Serve
+// instead.
+func (p *Plugin) RegisterGRPC(s *grpc.Server, dir string) (closeEvents func() error, err error) {
 	if err := p.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	pluginv1.RegisterPluginServer(s, newServer(p))
-	return nil
+	srv := newServer(p)
+	if closeEvents, err = srv.listen(dir); err != nil {
+		return nil, err
+	}
+	pluginv1.RegisterPluginServer(s, srv)
+	return closeEvents, nil
 }

@@ -68,8 +68,12 @@ func TestRegistration(t *testing.T) {
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Errorf("Err() = %v, want %q", err, tt.want)
 			}
-			if gerr := p.RegisterGRPC(grpc.NewServer()); (gerr == nil) != (err == nil) {
+			closeEvents, gerr := p.RegisterGRPC(grpc.NewServer(), t.TempDir())
+			if (gerr == nil) != (err == nil) {
 				t.Errorf("RegisterGRPC() = %v, want the error of Err(), %v", gerr, err)
+			}
+			if closeEvents != nil {
+				closeEvents()
 			}
 		})
 	}

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -13,30 +16,60 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/restpipe/restpipe/plugin-sdk/eventpath"
+	"github.com/restpipe/restpipe/proto/frame"
 	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
 
-const (
-	// chunkSize is the size of the body chunks the plugin sends.
-	chunkSize = 64 << 10
-	// inlineMax is the largest body sent inline in its header.
-	inlineMax = 32 << 10
-)
+// SDKVersion is the version of this SDK, reported to the node.
+const SDKVersion = "2.0.0"
 
-// server serves the plugin protocol for one Plugin.
+// server serves the plugin protocol for one Plugin: the control service
+// (Describe, PeerEvent, Stats) over gRPC, and events on its event socket.
 type server struct {
 	pluginv1.UnimplementedPluginServer
-	p *Plugin
+	p      *Plugin
+	events *eventpath.Server
+	socket string // the event socket's path
 
 	mu         sync.Mutex
 	node       Node
 	configured bool
 	configErr  error
-	parked     map[uint64]*parked // ticketed replies waiting for Fetch
-	nextTicket uint64
 }
 
-func newServer(p *Plugin) *server { return &server{p: p} }
+// newServer prepares the protocol server of p; listen starts its event
+// socket.
+func newServer(p *Plugin) *server {
+	s := &server{p: p}
+	s.events = eventpath.NewServer(s.serveEvent, func(err error) {
+		p.Logger().Warn("event connection refused", "error", err)
+	})
+	return s
+}
+
+// listen opens the event socket in dir (the plugin's private directory)
+// and serves events on it until close. It returns once the socket exists.
+func (s *server) listen(dir string) (closeEvents func() error, err error) {
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "restpipe-plugin-"); err != nil {
+			return nil, fmt.Errorf("make a directory for the event socket: %w", err)
+		}
+	}
+	s.socket = filepath.Join(dir, eventpath.SocketName)
+	_ = os.Remove(s.socket)
+	ln, err := net.Listen("unix", s.socket)
+	if err != nil {
+		return nil, fmt.Errorf("listen for events: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.events.Serve(ln) }()
+	return func() error {
+		err := s.events.Close()
+		<-done
+		return err
+	}, nil
+}
 
 // Describe configures the plugin and lists its routes.
 func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
@@ -54,7 +87,8 @@ func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pl
 		Version:         s.p.version,
 		ProtocolVersion: pluginv1.ProtocolVersion,
 		PeerEvents:      s.p.onPeer != nil,
-		Call:            true,
+		EventSocket:     s.socket,
+		Sdk:             "go/" + SDKVersion,
 	}
 	if s.configErr != nil {
 		resp.Error = "configure: " + s.configErr.Error()
@@ -76,6 +110,12 @@ func (s *server) PeerEvent(ctx context.Context, req *pluginv1.PeerEventRequest) 
 		return nil, status.Error(codes.Unknown, err.Error())
 	}
 	return &pluginv1.PeerEventResponse{}, nil
+}
+
+// Stats reports the plugin's handlers.
+func (s *server) Stats(context.Context, *pluginv1.StatsRequest) (*pluginv1.StatsResponse, error) {
+	running, abandoned, served := s.events.Stats()
+	return &pluginv1.StatsResponse{Running: running, Abandoned: abandoned, Served: served}, nil
 }
 
 // callPeer runs f, turning a panic into an error.
@@ -101,154 +141,36 @@ func callConfigure(f func(Config) error, c Config) (err error) {
 	return f(c)
 }
 
-// Handle runs one event, its bodies streamed.
-func (s *server) Handle(stream pluginv1.Plugin_HandleServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	hdr := first.GetHeader()
-	if hdr == nil {
-		return status.Error(codes.InvalidArgument, "first message is not an event header")
-	}
-	r, node, err := s.lookup(hdr)
-	if err != nil {
-		return err
-	}
-	ev := eventFromHeader(hdr, node)
-	ev.Body = newRequestBody(stream, hdr)
-	rep, exc := run(stream.Context(), r.h, ev)
-	if exc != nil {
-		return stream.Send(failureMsg(exc))
-	}
-	return sendReply(stream, rep)
-}
-
-// lookup finds the handler of an event, once the plugin is described and
-// configured.
-func (s *server) lookup(hdr *pluginv1.EventHeader) (route, Node, error) {
+// serveEvent answers one event from the event socket.
+func (s *server) serveEvent(ctx context.Context, req *eventpath.Request) *eventpath.Response {
+	hdr := req.Header
 	s.mu.Lock()
 	node, described, configErr := s.node, s.configured, s.configErr
 	s.mu.Unlock()
-	if !described {
-		return route{}, node, status.Errorf(codes.FailedPrecondition, "plugin %s got an event before Describe", s.p.name)
-	}
-	if configErr != nil {
-		return route{}, node, status.Errorf(codes.FailedPrecondition, "plugin %s is not configured: %v", s.p.name, configErr)
-	}
-	r, ok := s.p.routes[RouteName(hdr.Verb, hdr.Noun)]
-	if !ok {
-		return route{}, node, status.Errorf(codes.NotFound, "plugin %s has no handler for %s", s.p.name, RouteName(hdr.Verb, hdr.Noun))
-	}
-	return r, node, nil
-}
-
-// Call runs one event whose request body is inline or empty, in one round
-// trip. A reply too large to come back inline is parked under a ticket
-// for Fetch; its handler's context lives on until the Fetch ends (or the
-// deadline passes), so a streaming body can still use it.
-func (s *server) Call(ctx context.Context, req *pluginv1.CallRequest) (*pluginv1.CallResponse, error) {
-	hdr := req.GetHeader()
-	if hdr == nil {
-		return nil, status.Error(codes.InvalidArgument, "call without an event header")
-	}
-	if !hdr.BodyInline && hdr.BodySize != 0 {
-		return nil, status.Error(codes.InvalidArgument, "call with a streamed body; use Handle")
-	}
-	r, node, err := s.lookup(hdr)
-	if err != nil {
-		return nil, err
-	}
-	ev := eventFromHeader(hdr, node)
-	ev.Body = bytes.NewReader(hdr.InlineBody)
-
-	// The handler's context: the call's deadline and, while the call runs,
-	// its cancellation; past the call, the Fetch's.
-	deadline, hasDeadline := ctx.Deadline()
-	if !hasDeadline {
-		deadline = time.Now().Add(maxParked)
-	}
-	hctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-	stop := context.AfterFunc(ctx, cancel)
-
-	rep, exc := run(hctx, r.h, ev)
-	if exc != nil {
-		stop()
-		cancel()
-		return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Failure{Failure: exceptionMsg(exc)}}, nil
-	}
-	rhdr, body, exc := prepareReply(rep)
-	if exc != nil || body == nil {
-		stop()
-		cancel()
-		if exc != nil {
-			return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Failure{Failure: exceptionMsg(exc)}}, nil
+	var exc *Exception
+	refused := ""
+	switch r, ok := s.p.routes[RouteName(hdr.Verb, hdr.Noun)]; {
+	case !described:
+		refused, exc = eventpath.RefusedUnavailable, &Exception{Class: "NotReady", Message: fmt.Sprintf("plugin %s got an event before Describe", s.p.name)}
+	case configErr != nil:
+		refused, exc = eventpath.RefusedUnavailable, &Exception{Class: "NotConfigured", Message: fmt.Sprintf("plugin %s is not configured: %v", s.p.name, configErr)}
+	case !ok:
+		refused, exc = eventpath.RefusedNoRoute, &Exception{Class: "NoRoute", Message: fmt.Sprintf("plugin %s has no handler for %s", s.p.name, RouteName(hdr.Verb, hdr.Noun))}
+	default:
+		ev := eventFromHeader(hdr, node)
+		ev.Body = req.Body
+		rep, e := run(ctx, r.h, ev)
+		if e == nil {
+			rh, body, e := prepareReply(rep)
+			if e == nil {
+				return &eventpath.Response{Header: rh, Body: body}
+			}
+			exc = e
+		} else {
+			exc = e
 		}
-		return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Reply{Reply: rhdr}}, nil
 	}
-	if !stop() {
-		// The caller went away while the handler ran.
-		closeBody(body)
-		return nil, status.FromContextError(ctx.Err()).Err()
-	}
-	ticket := s.park(body, rhdr.BodySize, cancel, deadline)
-	return &pluginv1.CallResponse{Result: &pluginv1.CallResponse_Reply{Reply: rhdr}, Ticket: ticket}, nil
-}
-
-// maxParked bounds how long a ticketed reply of an event without a
-// deadline waits for its Fetch.
-const maxParked = time.Minute
-
-// parked is a ticketed reply waiting for its Fetch.
-type parked struct {
-	body   io.Reader
-	size   int64
-	cancel context.CancelFunc // ends the handler's context
-	timer  *time.Timer        // drops the reply when nobody fetches it
-}
-
-// park keeps a reply body for Fetch until deadline and returns its ticket.
-func (s *server) park(body io.Reader, size int64, cancel context.CancelFunc, deadline time.Time) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.parked == nil {
-		s.parked = make(map[uint64]*parked)
-	}
-	s.nextTicket++
-	t := s.nextTicket
-	p := &parked{body: body, size: size, cancel: cancel}
-	p.timer = time.AfterFunc(time.Until(deadline), func() {
-		if q := s.unpark(t); q != nil {
-			q.cancel()
-			closeBody(q.body)
-		}
-	})
-	s.parked[t] = p
-	return t
-}
-
-// unpark takes the reply parked under ticket t, or nil.
-func (s *server) unpark(t uint64) *parked {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.parked[t]
-	if p != nil {
-		delete(s.parked, t)
-		p.timer.Stop()
-	}
-	return p
-}
-
-// Fetch streams the body of a ticketed reply.
-func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Plugin_FetchServer) error {
-	p := s.unpark(req.GetTicket())
-	if p == nil {
-		return status.Errorf(codes.NotFound, "no reply waits under ticket %d: it was fetched, or its deadline passed", req.GetTicket())
-	}
-	defer p.cancel()
-	stop := context.AfterFunc(stream.Context(), p.cancel)
-	defer stop()
-	return streamBody(stream.Send, p.body, p.size)
+	return &eventpath.Response{Header: &pluginv1.ReplyHeader{Failure: exceptionMsg(exc), Refused: refused}}
 }
 
 // run calls h, turning an error, a panic or an unusable reply into an
@@ -273,36 +195,15 @@ func run(ctx context.Context, h HandlerFunc, ev *Event) (rep *Reply, exc *Except
 		return rep, nil
 	}
 	if rep != nil {
-		if c, ok := rep.Body.(io.Closer); ok {
-			c.Close()
-		}
+		closeBody(rep.Body)
 	}
 	return nil, exc
 }
 
-// sendReply sends the reply on a Handle stream: its header with the body
-// inline when the body is small and of known size, else the header, the
-// body in chunks and an end (see prepareReply and streamBody).
-func sendReply(stream pluginv1.Plugin_HandleServer, rep *Reply) error {
-	hdr, body, exc := prepareReply(rep)
-	if exc != nil {
-		return stream.Send(failureMsg(exc))
-	}
-	if err := stream.Send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Header{Header: hdr}}); err != nil {
-		closeBody(body)
-		return err
-	}
-	if body == nil {
-		return nil
-	}
-	return streamBody(stream.Send, body, hdr.BodySize)
-}
-
-// prepareReply builds the header of rep. A body that is empty or small and
-// of known size goes inline in the header and is closed: body is then nil.
-// Otherwise body is what streamBody must send (and close). A body that
-// fails, panics or does not match its announced size before the header is
-// built becomes an exception instead (and is closed).
+// prepareReply builds the header of rep and the body to stream after it.
+// A Size left at 0 with a Body that is not empty is sent as of unknown
+// length. The body's reads are guarded: a panic while the reply streams
+// ends it with a failed END (the caller never takes it as complete).
 func prepareReply(rep *Reply) (hdr *pluginv1.ReplyHeader, body io.Reader, exc *Exception) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -327,30 +228,67 @@ func prepareReply(rep *Reply) (hdr *pluginv1.ReplyHeader, body io.Reader, exc *E
 			return nil, nil, exceptionOf(fmt.Errorf("read reply body: %w", err))
 		default:
 			closeBody(rep.Body)
-			hdr.BodyInline = true // a body, empty
 			return hdr, nil, nil
 		}
 	}
-	if size >= 0 && size <= inlineMax {
+	if size > 0 && size <= frame.SmallBody {
+		// A small body is read before the header goes out, so that one
+		// that fails, panics or does not match its size fails the event
+		// as a whole rather than after its status is sent.
 		b, err := readSmall(body, size)
 		closeBody(rep.Body)
 		if err != nil {
 			return nil, nil, exceptionOf(fmt.Errorf("read reply body: %w", err))
 		}
-		hdr.BodyInline, hdr.InlineBody, hdr.BodySize = true, b, size
-		return hdr, nil, nil
+		hdr.BodySize = size
+		return hdr, bytes.NewReader(b), nil
 	}
 	hdr.BodySize = size
-	if c, ok := rep.Body.(io.Closer); ok && body != rep.Body {
-		body = readCloser{body, c} // keep the Close of the original body
-	}
-	return hdr, body, nil
+	return hdr, &guardedBody{r: body, closer: rep.Body}, nil
 }
 
-// readCloser pairs a reader with the Close of another.
-type readCloser struct {
-	io.Reader
-	io.Closer
+// readSmall reads a body of known size up to frame.SmallBody whole, and
+// makes sure it ends there.
+func readSmall(r io.Reader, size int64) ([]byte, error) {
+	b := make([]byte, size)
+	if n, err := io.ReadFull(r, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("body of %d bytes is shorter than its announced %d", n, size)
+		}
+		return nil, err
+	}
+	var extra [1]byte
+	for {
+		switch n, err := r.Read(extra[:]); {
+		case n > 0:
+			return nil, fmt.Errorf("body is longer than its announced %d bytes", size)
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return nil, err
+		}
+	}
+}
+
+// guardedBody is a reply body whose panics become read errors, closed
+// with the handler's original body.
+type guardedBody struct {
+	r      io.Reader
+	closer io.Reader // the body the handler returned, closed if io.Closer
+}
+
+func (b *guardedBody) Read(p []byte) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("panic while streaming the reply: %v", r)
+		}
+	}()
+	return b.r.Read(p)
+}
+
+func (b *guardedBody) Close() error {
+	closeBody(b.closer)
+	return nil
 }
 
 // closeBody closes a body that is an io.Closer.
@@ -360,120 +298,6 @@ func closeBody(b io.Reader) {
 	}
 }
 
-// streamBody sends body as chunks and an end, then closes it. A body that
-// fails, panics or does not match size (-1: unknown) ends with an end
-// carrying the error, so the caller never mistakes it for a complete one.
-func streamBody(send func(*pluginv1.HandleResponse) error, body io.Reader, size int64) (err error) {
-	defer closeBody(body)
-	defer func() {
-		if r := recover(); r != nil {
-			err = send(endMsg(fmt.Errorf("panic while streaming the reply: %v", r)))
-		}
-	}()
-	var sent int64
-	buf := make([]byte, chunkSize)
-	for {
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			sent += int64(n)
-			if size >= 0 && sent > size {
-				return send(endMsg(fmt.Errorf("reply body is longer than its announced %d bytes", size)))
-			}
-			if err := send(&pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Chunk{Chunk: buf[:n]}}); err != nil {
-				return err
-			}
-		}
-		switch {
-		case rerr == io.EOF && size >= 0 && sent < size:
-			return send(endMsg(fmt.Errorf("reply body is %d bytes, shorter than its announced %d", sent, size)))
-		case rerr == io.EOF:
-			return send(endMsg(nil))
-		case rerr != nil:
-			return send(endMsg(rerr))
-		}
-	}
-}
-
-func failureMsg(e *Exception) *pluginv1.HandleResponse {
-	return &pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_Failure{Failure: exceptionMsg(e)}}
-}
-
 func exceptionMsg(e *Exception) *pluginv1.Exception {
 	return &pluginv1.Exception{Message: e.Message, Class: e.Class, Traceback: e.Traceback}
-}
-
-func endMsg(err error) *pluginv1.HandleResponse {
-	e := &pluginv1.End{}
-	if err != nil {
-		e.Error = err.Error()
-	}
-	return &pluginv1.HandleResponse{Msg: &pluginv1.HandleResponse_End{End: e}}
-}
-
-// readSmall reads a body of known size up to inlineMax whole, and makes
-// sure it ends there.
-func readSmall(r io.Reader, size int64) ([]byte, error) {
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("body shorter than its announced %d bytes", size)
-		}
-		return nil, err
-	}
-	var extra [1]byte
-	switch n, err := io.ReadFull(r, extra[:]); {
-	case n > 0:
-		return nil, fmt.Errorf("body longer than its announced %d bytes", size)
-	case err != io.EOF:
-		return nil, err
-	}
-	return b, nil
-}
-
-// requestBody reads the request body from the stream.
-type requestBody struct {
-	stream pluginv1.Plugin_HandleServer
-	buf    []byte // unread part of the current chunk
-	err    error  // sticky
-}
-
-func newRequestBody(stream pluginv1.Plugin_HandleServer, hdr *pluginv1.EventHeader) io.Reader {
-	switch {
-	case hdr.BodyInline:
-		return bytes.NewReader(hdr.InlineBody)
-	case hdr.BodySize == 0:
-		return bytes.NewReader(nil)
-	}
-	return &requestBody{stream: stream}
-}
-
-func (b *requestBody) Read(p []byte) (int, error) {
-	for len(b.buf) == 0 {
-		if b.err != nil {
-			return 0, b.err
-		}
-		msg, err := b.stream.Recv()
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			b.err = fmt.Errorf("read request body: %w", err)
-			return 0, b.err
-		}
-		switch m := msg.Msg.(type) {
-		case *pluginv1.HandleRequest_Chunk:
-			b.buf = m.Chunk
-		case *pluginv1.HandleRequest_End:
-			if m.End.Error != "" {
-				b.err = fmt.Errorf("request body incomplete: %s", m.End.Error)
-			} else {
-				b.err = io.EOF
-			}
-		default:
-			b.err = errors.New("read request body: unexpected message")
-		}
-	}
-	n := copy(p, b.buf)
-	b.buf = b.buf[n:]
-	return n, nil
 }

@@ -709,7 +709,7 @@ func TestFaultReconnectLeaks(t *testing.T) {
 
 	baseG := settled(ownGoroutines)
 	_, baseProxyG := goroutines()
-	baseFD := settled(func() int { return openFDs(t) })
+	baseFD := settled(func() int { return c.ownFDs(t) })
 	body := pattern(1 << 20)
 	ways := map[string]int{}
 	var gaps []time.Duration
@@ -754,7 +754,7 @@ func TestFaultReconnectLeaks(t *testing.T) {
 		t.Errorf("server echo events in flight = %d, want 0", got)
 	}
 	g := waitBack(t, "goroutines", baseG, 5, ownGoroutines)
-	fds := waitBack(t, "open file descriptors", baseFD, 3, func() int { return openFDs(t) })
+	fds := waitBack(t, "open file descriptors", baseFD, 3, func() int { return c.ownFDs(t) })
 	_, proxyG := goroutines()
 	t.Logf("%d new links in %v (%v each; link back after p50 %v, max %v) by way of %v; "+
 		"goroutines %d -> %d, file descriptors %d -> %d, server sessions %d, live session %+v (toxiproxy's own goroutines %d -> %d)",
@@ -804,7 +804,7 @@ func TestFaultGatewayConnectionFlood(t *testing.T) {
 		outs = append(outs, normal(f))
 	}
 	baseG := settled(ownGoroutines)
-	baseFD := settled(func() int { return openFDs(t) })
+	baseFD := settled(func() int { return c.ownFDs(t) })
 
 	conns := make([]net.Conn, 0, n)
 	closeAll := sync.OnceFunc(func() {
@@ -869,7 +869,7 @@ func TestFaultGatewayConnectionFlood(t *testing.T) {
 
 	noSilentLoss(t, outs)
 	g := waitBack(t, "goroutines", baseG, 5, ownGoroutines)
-	fds := waitBack(t, "open file descriptors", baseFD, 3, func() int { return openFDs(t) })
+	fds := waitBack(t, "open file descriptors", baseFD, 3, func() int { return c.ownFDs(t) })
 	ds := latencies(during.all())
 	t.Logf("%d silent connections opened in %v; %d normal requests meanwhile: p50 %v, p99 %v, max %v; the gateway closed them %v..%v after they opened (%d closed); "+
 		"goroutines %d -> %d, file descriptors %d -> %d",

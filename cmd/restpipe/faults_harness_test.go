@@ -394,6 +394,23 @@ func procBytes(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
+// ownFDs counts this process's open file descriptors, less the event
+// connections the cluster's nodes keep to their plugins: idle ones stay
+// open for later events (at most eventpath.DefaultMaxIdle per plugin), by
+// design, and are not a leak.
+func (c *cluster) ownFDs(t testing.TB) int {
+	n := openFDs(t)
+	for _, tn := range append([]*testNode{c.server}, slices.Collect(maps.Values(c.clients))...) {
+		if tn.node == nil || tn.node.plugins == nil {
+			continue
+		}
+		for _, p := range tn.node.plugins.Status() {
+			n -= p.Connections
+		}
+	}
+	return n
+}
+
 // openFDs counts this process's open file descriptors.
 func openFDs(t testing.TB) int {
 	t.Helper()

@@ -104,7 +104,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	if n.table, err = dispatch.New(dispatch.Config{DefaultTimeout: cfg.EventTimeout}); err != nil {
 		return nil, err
 	}
-	n.metrics = metrics.New(host.Node{Role: cfg.Role, Name: n.name})
+	n.metrics = metrics.New(host.Node{Role: cfg.Role, Name: n.name}, metrics.Options{})
 	if cfg.StatsD != "" {
 		if n.statsd, err = metrics.NewStatsD(cfg.StatsD, cfg.StatsDPrefix); err != nil {
 			return nil, err

@@ -37,13 +37,10 @@ type Peers interface {
 	Peer(ctx context.Context, name string) (host.Handler, error)
 }
 
-// Observer is told about every event the gateway answered: its route
-// ("" when refused before it had one), peer ("local", "server" or a
-// client's name), outcome kind ("" for a handler's reply), duration and
-// body bytes each way. Implementations must be fast and safe for
-// concurrent use.
+// Observer is told about every event the gateway answered.
+// Implementations must be fast and safe for concurrent use.
 type Observer interface {
-	ObserveEvent(route, peer string, kind host.Kind, d time.Duration, bytesIn, bytesOut int64)
+	ObserveEvent(ev host.EventRecord)
 }
 
 // Config configures a Gateway.
@@ -280,7 +277,11 @@ func (g *Gateway) done(r *http.Request, rec *record) {
 	}
 	kind := host.KindOf(rec.err)
 	if g.cfg.Observer != nil {
-		g.cfg.Observer.ObserveEvent(rec.route, rec.peer, kind, d, in, rec.out)
+		er := host.EventRecord{ID: rec.id, Route: rec.route, Peer: rec.peer, Kind: kind, Duration: d, BytesIn: in, BytesOut: rec.out}
+		if kind != "" {
+			er.Message = host.AsError(rec.err).Message
+		}
+		g.cfg.Observer.ObserveEvent(er)
 	}
 	if !g.log.IsDebug() {
 		return

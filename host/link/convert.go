@@ -25,7 +25,9 @@ func requestFromEvent(ev *host.Event, timeout time.Duration) *linkv1.Request {
 		r.BodySize = 0
 	}
 	if timeout > 0 {
-		r.TimeoutMs = max(timeout.Milliseconds(), 1)
+		// Rounded up: the receiver's deadline is never before ours, so
+		// this side times out first and reports it.
+		r.TimeoutMs = max(int64((timeout+time.Millisecond-1)/time.Millisecond), 1)
 	}
 	if len(ev.Query) > 0 {
 		r.Query = make(map[string]*linkv1.Values, len(ev.Query))

@@ -34,6 +34,9 @@ type Observer interface {
 	// PeerHook: a peer event was delivered to a plugin, or dropped because
 	// the plugin fell behind.
 	PeerHook(delivered bool)
+	// BadReply: a plugin answered with a reply the node refused (an
+	// invalid status); the caller got handler_failed.
+	BadReply(file string)
 }
 
 type nopObserver struct{}
@@ -43,6 +46,7 @@ func (nopObserver) PluginCrashed(string)                       {}
 func (nopObserver) PluginQuarantined(string)                   {}
 func (nopObserver) ObservePluginCall(time.Duration, host.Kind) {}
 func (nopObserver) PeerHook(bool)                              {}
+func (nopObserver) BadReply(string)                            {}
 
 // Config configures a Manager.
 type Config struct {

@@ -7,8 +7,8 @@ import (
 
 // This file converts between host's vocabulary and the plugin protocol.
 
-// headerFromEvent builds the plugin protocol header of ev; the caller adds
-// the body.
+// headerFromEvent builds the event connection's header of ev; the event
+// path adds the body's size and the deadline.
 func headerFromEvent(ev *host.Event) *pluginv1.EventHeader {
 	h := &pluginv1.EventHeader{
 		Id:          ev.ID,
@@ -16,11 +16,7 @@ func headerFromEvent(ev *host.Event) *pluginv1.EventHeader {
 		Noun:        ev.Noun,
 		Args:        ev.Args,
 		ContentType: ev.ContentType,
-		BodySize:    ev.Size,
 		Peer:        ev.Peer,
-	}
-	if ev.Body == nil {
-		h.BodySize = 0
 	}
 	if len(ev.Query) > 0 {
 		h.Query = make(map[string]*pluginv1.Values, len(ev.Query))
@@ -33,7 +29,7 @@ func headerFromEvent(ev *host.Event) *pluginv1.EventHeader {
 
 // failureError turns a handler's exception into handler_failed. The
 // traceback is kept only when keepTraceback (debug logging) is set.
-func failureError(plugin string, x *pluginv1.Exception, keepTraceback bool) *host.Error {
+func failureError(x *pluginv1.Exception, keepTraceback bool) *host.Error {
 	e := &host.Exception{Message: x.Message, Class: x.Class}
 	if keepTraceback {
 		e.Traceback = x.Traceback

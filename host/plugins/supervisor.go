@@ -46,6 +46,9 @@ type Status struct {
 	Error string `json:"error,omitempty"`
 	// InFlight counts its events in flight.
 	InFlight int `json:"in_flight"`
+	// Connections counts the event connections the node holds to the
+	// plugin, idle ones included (at most eventpath.DefaultMaxIdle idle).
+	Connections int `json:"connections"`
 }
 
 // supervisor keeps one plugin file's process running: it starts it,
@@ -147,6 +150,8 @@ func (s *supervisor) snapshot() Status {
 		in.mu.Lock()
 		st.InFlight = in.inFlight
 		in.mu.Unlock()
+		idle, active := in.events.Conns()
+		st.Connections = idle + active
 	}
 	return st
 }

@@ -1,7 +1,7 @@
-// Package pluginsdktest runs a restpipe plugin inside a test: the plugin's
-// gRPC service is served in the test process on a Unix socket and called
-// over a real gRPC connection, exactly as a node calls a plugin process,
-// without a node or a plugin binary.
+// Package pluginsdktest runs a restpipe plugin inside a test, without a
+// node or a plugin binary, over exactly the path a node uses: the plugin's
+// control service over real gRPC on a Unix socket, and its events over its
+// event socket, sent by the node's own event client (plugin-sdk/eventpath).
 //
 //	func TestTime(t *testing.T) {
 //		h := pluginsdktest.Start(t, newPlugin(), pluginsdktest.Options{})
@@ -13,10 +13,10 @@ package pluginsdktest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pluginsdk "github.com/restpipe/restpipe/plugin-sdk"
+	"github.com/restpipe/restpipe/plugin-sdk/eventpath"
 	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
 
@@ -51,7 +52,8 @@ type Description struct {
 // Harness is a plugin served in the test process. Its methods are safe for
 // concurrent use.
 type Harness struct {
-	client   pluginv1.PluginClient
+	control  pluginv1.PluginClient
+	events   *eventpath.Client
 	desc     Description
 	stopOnce sync.Once
 	stop     func()
@@ -68,39 +70,57 @@ func Start(t testing.TB, p *pluginsdk.Plugin, opts Options) *Harness {
 	if opts.Node == (pluginsdk.Node{}) {
 		opts.Node = pluginsdk.Node{Role: "server", Name: "server"}
 	}
-	srv := grpc.NewServer(grpc.WaitForHandlers(true))
-	if err := p.RegisterGRPC(srv); err != nil {
+	dir := socketDir(t)
+	srv := grpc.NewServer()
+	closeEvents, err := p.RegisterGRPC(srv, dir)
+	if err != nil {
 		t.Fatalf("plugin cannot serve: %v", err)
 	}
-	ln, target, err := listen(t)
+	sock := filepath.Join(dir, "control.sock")
+	ln, err := net.Listen("unix", sock)
 	if err != nil {
+		_ = closeEvents()
 		t.Fatalf("listen: %v", err)
 	}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(ln) }()
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		srv.Stop()
 		<-served
+		_ = closeEvents()
 		t.Fatalf("dial plugin: %v", err)
 	}
-	h := &Harness{client: pluginv1.NewPluginClient(conn)}
+	h := &Harness{control: pluginv1.NewPluginClient(conn)}
 	h.stop = func() {
-		conn.Close()
-		stopped := make(chan struct{})
-		go func() { defer close(stopped); srv.Stop(); <-served }()
-		timer := time.NewTimer(stopWait)
-		defer timer.Stop()
-		select {
-		case <-stopped:
-		case <-timer.C:
-			t.Errorf("pluginsdktest: a handler was still running %v after its event was canceled; a HandlerFunc must return once its ctx is done", stopWait)
+		if h.events != nil {
+			h.events.Close()
 		}
+		// Closing the event socket cancels the events still running; then
+		// their handlers must return.
+		_ = closeEvents()
+		deadline := time.Now().Add(stopWait)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := h.control.Stats(ctx, &pluginv1.StatsRequest{})
+			cancel()
+			if err != nil || st.Running == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("pluginsdktest: %d handlers were still running %v after their events were canceled; a HandlerFunc must return once its ctx is done", st.Running, stopWait)
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		conn.Close()
+		srv.Stop()
+		<-served
 	}
 	t.Cleanup(h.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d, err := h.client.Describe(ctx, &pluginv1.DescribeRequest{
+	d, err := h.control.Describe(ctx, &pluginv1.DescribeRequest{
 		ProtocolVersion: pluginv1.ProtocolVersion,
 		Node:            &pluginv1.Node{Role: opts.Node.Role, Name: opts.Node.Name},
 		Config:          opts.Config,
@@ -112,24 +132,24 @@ func Start(t testing.TB, p *pluginsdk.Plugin, opts Options) *Harness {
 	for _, r := range d.Routes {
 		h.desc.Routes = append(h.desc.Routes, r.Name)
 	}
+	h.events = eventpath.NewClient(d.EventSocket, 0)
 	return h
 }
 
-// listen listens on a Unix socket in a test directory, as go-plugin does,
-// and returns the listener and its gRPC target. A socket path is limited to
-// about 100 bytes, which a long test name under a long TMPDIR can exceed;
-// then it listens on loopback TCP instead.
-func listen(t testing.TB) (net.Listener, string, error) {
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	if len(sock) <= 100 {
-		ln, err := net.Listen("unix", sock)
-		return ln, "unix://" + sock, err
+// socketDir returns a private directory for the plugin's sockets: the
+// test's own, unless its path is too long for a Unix socket (about 100
+// bytes), then one under /tmp removed when the test ends.
+func socketDir(t testing.TB) string {
+	dir := t.TempDir()
+	if len(dir)+len("/control.sock") <= 100 {
+		return dir
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	dir, err := os.MkdirTemp("/tmp", "rp-")
 	if err != nil {
-		return nil, "", err
+		t.Fatalf("make a socket directory: %v", err)
 	}
-	return ln, ln.Addr().String(), nil
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // Close stops serving the plugin: it cancels every event still running and
@@ -141,17 +161,24 @@ func (h *Harness) Close() { h.stopOnce.Do(h.stop) }
 // Describe returns what the plugin said about itself at start.
 func (h *Harness) Describe() Description { return h.desc }
 
+// Stats returns how many of the plugin's handlers run now and how many of
+// those were abandoned, as the node sees them.
+func (h *Harness) Stats(ctx context.Context) (running, abandoned int64, err error) {
+	st, err := h.control.Stats(ctx, &pluginv1.StatsRequest{})
+	if err != nil {
+		return 0, 0, err
+	}
+	return st.Running, st.Abandoned, nil
+}
+
 // PeerEvent delivers a peer event to the plugin's OnPeer hook, as a node
 // does, and returns the hook's error.
 func (h *Harness) PeerEvent(ctx context.Context, ev pluginsdk.PeerEvent) error {
-	_, err := h.client.PeerEvent(ctx, &pluginv1.PeerEventRequest{
+	_, err := h.control.PeerEvent(ctx, &pluginv1.PeerEventRequest{
 		Kind: ev.Kind, Peer: ev.Peer, Peers: int32(ev.Peers), Error: ev.Error, UnixNano: ev.Time.UnixNano(),
 	})
 	return err
 }
-
-// inlineMax is the largest body a node sends inside the event header.
-const inlineMax = 32 << 10
 
 // Request is an event to send to the plugin.
 type Request struct {
@@ -161,11 +188,10 @@ type Request struct {
 	Args        []string
 	Query       map[string][]string
 	ContentType string
-	// Body is the request body, nil for none, sent as a node sends it:
-	// inline when it is small and of known size, else in chunks. Size is
-	// its length, -1 for unknown. A body that does not match the Size it
-	// announced reaches the plugin as an incomplete body, except for a Size
-	// left at 0: a Body that is not empty is then sent as of unknown
+	// Body is the request body, nil for none, sent as a node sends it.
+	// Size is its length, -1 for unknown. A body that does not match the
+	// Size it announced reaches the plugin as a failed body, except for a
+	// Size left at 0: a Body that is not empty is then sent as of unknown
 	// length.
 	Body io.Reader
 	Size int64
@@ -189,7 +215,7 @@ type Response struct {
 
 // Call sends req and reads the whole reply. A handler failure is returned
 // as a Response with Exception set, not as an error; errors are protocol
-// or transport failures (such as a route the plugin does not serve).
+// or transport failures.
 func (h *Harness) Call(ctx context.Context, req Request) (*Response, error) {
 	resp, err := h.Open(ctx, req)
 	if err != nil || resp.Reader == nil {
@@ -235,15 +261,9 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 			return nil, fmt.Errorf("read request body: %w", err)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	stream, err := h.client.Handle(ctx)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
 	hdr := &pluginv1.EventHeader{
 		Id: req.ID, Verb: req.Verb, Noun: req.Noun, Args: req.Args,
-		ContentType: req.ContentType, BodySize: req.Size, Peer: req.Peer,
+		ContentType: req.ContentType, Peer: req.Peer,
 	}
 	for k, vs := range req.Query {
 		if hdr.Query == nil {
@@ -251,153 +271,44 @@ func (h *Harness) Open(ctx context.Context, req Request) (*Response, error) {
 		}
 		hdr.Query[k] = &pluginv1.Values{Values: vs}
 	}
-	sendDone := make(chan error, 1)
-	if req.Body != nil && req.Size >= 0 && req.Size <= inlineMax {
-		// Small bodies travel inside the header, as a node sends them.
-		// One byte more than announced tells a body of Size bytes, which
-		// ReadFull ends with ErrUnexpectedEOF, from a longer one.
-		b := make([]byte, req.Size+1)
-		n, err := io.ReadFull(req.Body, b)
-		if int64(n) != req.Size || err != io.ErrUnexpectedEOF {
-			cancel()
-			return nil, fmt.Errorf("read request body: announced %d bytes, read %d (%v)", req.Size, n, err)
-		}
-		b = b[:n]
-		hdr.BodyInline, hdr.InlineBody = true, b
-		req.Body = nil
-	}
-	if req.Body == nil {
-		if !hdr.BodyInline {
-			hdr.BodySize = 0
-		}
-		sendDone <- stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Header{Header: hdr}})
-	} else {
-		if err := stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Header{Header: hdr}}); err != nil {
-			cancel()
-			return nil, err
-		}
-		go func() { sendDone <- sendBody(stream, req.Body, req.Size) }()
-	}
-	first, err := stream.Recv()
+	ctx, cancel := context.WithCancel(ctx)
+	rep, err := h.events.Do(ctx, hdr, req.Body, req.Size)
 	if err != nil {
 		cancel()
-		<-sendDone
 		return nil, err
 	}
 	resp := &Response{}
-	switch m := first.Msg.(type) {
-	case *pluginv1.HandleResponse_Failure:
+	if f := rep.Header.Failure; f != nil {
+		rep.Close()
 		cancel()
-		<-sendDone
-		resp.Exception = &pluginsdk.Exception{Message: m.Failure.Message, Class: m.Failure.Class, Traceback: m.Failure.Traceback}
-		return resp, nil
-	case *pluginv1.HandleResponse_Header:
-		r := m.Header
-		resp.Status, resp.Code, resp.ContentType, resp.Size = int(r.Status), int(r.ReturnCode), r.ContentType, r.BodySize
-		switch {
-		case r.BodyInline:
-			cancel()
-			<-sendDone
-			resp.Reader = io.NopCloser(bytes.NewReader(r.InlineBody))
-		case r.BodySize == 0:
-			cancel()
-			<-sendDone
-		default:
-			resp.Reader = &replyBody{stream: stream, cancel: cancel, sendDone: sendDone, want: r.BodySize}
+		if rep.Header.Refused != "" {
+			return nil, fmt.Errorf("plugin refused the event (%s): %s", rep.Header.Refused, f.Message)
 		}
+		resp.Exception = &pluginsdk.Exception{Message: f.Message, Class: f.Class, Traceback: f.Traceback}
 		return resp, nil
-	default:
-		cancel()
-		<-sendDone
-		return nil, errors.New("plugin answered without a header")
 	}
+	r := rep.Header
+	resp.Status, resp.Code, resp.ContentType, resp.Size = int(r.Status), int(r.ReturnCode), r.ContentType, r.BodySize
+	resp.Reader = &replyBody{rep: rep, cancel: cancel}
+	return resp, nil
 }
 
-// sendBody sends r, announced as size bytes (-1: unknown), in chunks and
-// an end, as a node does. A body that fails or does not match its size ends
-// with an error in the end.
-func sendBody(stream pluginv1.Plugin_HandleClient, r io.Reader, size int64) error {
-	fail := func(err error) error {
-		_ = stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: &pluginv1.End{Error: err.Error()}}})
-		return err
-	}
-	var sent int64
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			sent += int64(n)
-			if size >= 0 && sent > size {
-				return fail(fmt.Errorf("request body is longer than its announced %d bytes", size))
-			}
-			if serr := stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_Chunk{Chunk: buf[:n]}}); serr != nil {
-				return serr
-			}
-		}
-		switch {
-		case err == io.EOF && size >= 0 && sent < size:
-			return fail(fmt.Errorf("request body is %d bytes, shorter than its announced %d", sent, size))
-		case err == io.EOF:
-			if err := stream.Send(&pluginv1.HandleRequest{Msg: &pluginv1.HandleRequest_End{End: &pluginv1.End{}}}); err != nil {
-				return err
-			}
-			return stream.CloseSend()
-		case err != nil:
-			return fail(err)
-		}
-	}
-}
-
-// replyBody streams a reply body, making sure it is as long as the plugin
-// announced.
+// replyBody streams a reply body; closing it ends the event.
 type replyBody struct {
-	stream   pluginv1.Plugin_HandleClient
-	cancel   context.CancelFunc
-	sendDone chan error
-	want     int64 // announced size, -1 for unknown
-	got      int64
-	buf      []byte
-	err      error
+	rep    *eventpath.Reply
+	cancel context.CancelFunc
 }
 
 func (b *replyBody) Read(p []byte) (int, error) {
-	for len(b.buf) == 0 {
-		if b.err != nil {
-			return 0, b.err
-		}
-		msg, err := b.stream.Recv()
-		if err != nil {
-			b.err = fmt.Errorf("reply body: %w", err)
-			return 0, b.err
-		}
-		switch m := msg.Msg.(type) {
-		case *pluginv1.HandleResponse_Chunk:
-			b.buf = m.Chunk
-			b.got += int64(len(m.Chunk))
-			if b.want >= 0 && b.got > b.want {
-				b.buf, b.err = nil, fmt.Errorf("reply body is longer than its announced %d bytes", b.want)
-			}
-		case *pluginv1.HandleResponse_End:
-			switch {
-			case m.End.Error != "":
-				b.err = fmt.Errorf("reply body incomplete: %s", m.End.Error)
-			case b.want >= 0 && b.got != b.want:
-				b.err = fmt.Errorf("reply body is %d bytes, not its announced %d", b.got, b.want)
-			default:
-				b.err = io.EOF
-			}
-		default:
-			b.err = errors.New("reply body: unexpected message")
-		}
+	n, err := b.rep.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("reply body: %w", err)
 	}
-	n := copy(p, b.buf)
-	b.buf = b.buf[n:]
-	return n, nil
+	return n, err
 }
 
-// Close ends the event.
 func (b *replyBody) Close() error {
+	err := b.rep.Close()
 	b.cancel()
-	<-b.sendDone
-	return nil
+	return err
 }

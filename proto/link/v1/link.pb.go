@@ -155,6 +155,55 @@ func (x *Welcome) GetRefusal() string {
 	return ""
 }
 
+// Ready is the client's answer to a Welcome that accepted the link, sent
+// at once (protocol 2 and later). The time from Hello to Welcome is the
+// client's measure of the round trip, and from Welcome to Ready the
+// server's; each side sizes its stream window from its own measure.
+type Ready struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rtt_us is the round trip the client measured, for the server's logs.
+	RttUs         int64 `protobuf:"varint,1,opt,name=rtt_us,json=rttUs,proto3" json:"rtt_us,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ready) Reset() {
+	*x = Ready{}
+	mi := &file_link_v1_link_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ready) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ready) ProtoMessage() {}
+
+func (x *Ready) ProtoReflect() protoreflect.Message {
+	mi := &file_link_v1_link_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ready.ProtoReflect.Descriptor instead.
+func (*Ready) Descriptor() ([]byte, []int) {
+	return file_link_v1_link_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Ready) GetRttUs() int64 {
+	if x != nil {
+		return x.RttUs
+	}
+	return 0
+}
+
 // StreamHeader is the first frame on every yamux stream.
 type StreamHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -169,7 +218,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_link_v1_link_proto_msgTypes[2]
+	mi := &file_link_v1_link_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +230,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[2]
+	mi := &file_link_v1_link_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +243,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{2}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamHeader) GetKind() isStreamHeader_Kind {
@@ -256,14 +305,17 @@ type Request struct {
 	BodySize int64 `protobuf:"varint,7,opt,name=body_size,json=bodySize,proto3" json:"body_size,omitempty"`
 	// timeout_ms is the time left before the event's deadline when it was
 	// sent, so the receiver's deadline does not depend on synchronised clocks.
-	TimeoutMs     int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// seq numbers the events of one stream, from 1: a stream is reused for a
+	// later event once the previous one is complete.
+	Seq           uint32 `protobuf:"varint,9,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_link_v1_link_proto_msgTypes[3]
+	mi := &file_link_v1_link_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +327,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[3]
+	mi := &file_link_v1_link_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +340,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{3}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Request) GetId() string {
@@ -347,6 +399,13 @@ func (x *Request) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *Request) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // Values is one query key's values, in order.
 type Values struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -357,7 +416,7 @@ type Values struct {
 
 func (x *Values) Reset() {
 	*x = Values{}
-	mi := &file_link_v1_link_proto_msgTypes[4]
+	mi := &file_link_v1_link_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +428,7 @@ func (x *Values) String() string {
 func (*Values) ProtoMessage() {}
 
 func (x *Values) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[4]
+	mi := &file_link_v1_link_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +441,7 @@ func (x *Values) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Values.ProtoReflect.Descriptor instead.
 func (*Values) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{4}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Values) GetValues() []string {
@@ -392,18 +451,20 @@ func (x *Values) GetValues() []string {
 	return nil
 }
 
-// Cancel names the stream whose event the caller abandoned.
+// Cancel names the event whose caller went away: the stream it travels on
+// and its seq there.
 type Cancel struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StreamId      uint32                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Seq           uint32                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_link_v1_link_proto_msgTypes[5]
+	mi := &file_link_v1_link_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +476,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[5]
+	mi := &file_link_v1_link_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +489,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{5}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Cancel) GetStreamId() uint32 {
@@ -443,6 +504,13 @@ func (x *Cancel) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Cancel) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // Reply is the receiver's answer: a handler's reply or an error.
@@ -462,7 +530,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_link_v1_link_proto_msgTypes[6]
+	mi := &file_link_v1_link_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +542,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[6]
+	mi := &file_link_v1_link_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +555,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{6}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reply) GetStatus() int32 {
@@ -538,7 +606,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_link_v1_link_proto_msgTypes[7]
+	mi := &file_link_v1_link_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +618,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[7]
+	mi := &file_link_v1_link_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +631,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{7}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Error) GetKind() string {
@@ -606,7 +674,7 @@ type Exception struct {
 
 func (x *Exception) Reset() {
 	*x = Exception{}
-	mi := &file_link_v1_link_proto_msgTypes[8]
+	mi := &file_link_v1_link_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +686,7 @@ func (x *Exception) String() string {
 func (*Exception) ProtoMessage() {}
 
 func (x *Exception) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[8]
+	mi := &file_link_v1_link_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +699,7 @@ func (x *Exception) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exception.ProtoReflect.Descriptor instead.
 func (*Exception) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{8}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Exception) GetMessage() string {
@@ -666,7 +734,7 @@ type Trailer struct {
 
 func (x *Trailer) Reset() {
 	*x = Trailer{}
-	mi := &file_link_v1_link_proto_msgTypes[9]
+	mi := &file_link_v1_link_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +746,7 @@ func (x *Trailer) String() string {
 func (*Trailer) ProtoMessage() {}
 
 func (x *Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[9]
+	mi := &file_link_v1_link_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +759,7 @@ func (x *Trailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trailer.ProtoReflect.Descriptor instead.
 func (*Trailer) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{9}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Trailer) GetError() *Error {
@@ -713,11 +781,13 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1a\n" +
 	"\bsoftware\x18\x02 \x01(\tR\bsoftware\x12\x18\n" +
-	"\arefusal\x18\x03 \x01(\tR\arefusal\"\x81\x01\n" +
+	"\arefusal\x18\x03 \x01(\tR\arefusal\"\x1e\n" +
+	"\x05Ready\x12\x15\n" +
+	"\x06rtt_us\x18\x01 \x01(\x03R\x05rttUs\"\x81\x01\n" +
 	"\fStreamHeader\x125\n" +
 	"\arequest\x18\x01 \x01(\v2\x19.restpipe.link.v1.RequestH\x00R\arequest\x122\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x18.restpipe.link.v1.CancelH\x00R\x06cancelB\x06\n" +
-	"\x04kind\"\xc4\x02\n" +
+	"\x04kind\"\xd6\x02\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04verb\x18\x02 \x01(\tR\x04verb\x12\x12\n" +
@@ -727,16 +797,18 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"\fcontent_type\x18\x06 \x01(\tR\vcontentType\x12\x1b\n" +
 	"\tbody_size\x18\a \x01(\x03R\bbodySize\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\b \x01(\x03R\ttimeoutMs\x1aR\n" +
+	"timeout_ms\x18\b \x01(\x03R\ttimeoutMs\x12\x10\n" +
+	"\x03seq\x18\t \x01(\rR\x03seq\x1aR\n" +
 	"\n" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.restpipe.link.v1.ValuesR\x05value:\x028\x01\" \n" +
 	"\x06Values\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"=\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"O\n" +
 	"\x06Cancel\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xaf\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\rR\x03seq\"\xaf\x01\n" +
 	"\x05Reply\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x1f\n" +
 	"\vreturn_code\x18\x02 \x01(\x05R\n" +
@@ -768,28 +840,29 @@ func file_link_v1_link_proto_rawDescGZIP() []byte {
 	return file_link_v1_link_proto_rawDescData
 }
 
-var file_link_v1_link_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_link_v1_link_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_link_v1_link_proto_goTypes = []any{
 	(*Hello)(nil),        // 0: restpipe.link.v1.Hello
 	(*Welcome)(nil),      // 1: restpipe.link.v1.Welcome
-	(*StreamHeader)(nil), // 2: restpipe.link.v1.StreamHeader
-	(*Request)(nil),      // 3: restpipe.link.v1.Request
-	(*Values)(nil),       // 4: restpipe.link.v1.Values
-	(*Cancel)(nil),       // 5: restpipe.link.v1.Cancel
-	(*Reply)(nil),        // 6: restpipe.link.v1.Reply
-	(*Error)(nil),        // 7: restpipe.link.v1.Error
-	(*Exception)(nil),    // 8: restpipe.link.v1.Exception
-	(*Trailer)(nil),      // 9: restpipe.link.v1.Trailer
-	nil,                  // 10: restpipe.link.v1.Request.QueryEntry
+	(*Ready)(nil),        // 2: restpipe.link.v1.Ready
+	(*StreamHeader)(nil), // 3: restpipe.link.v1.StreamHeader
+	(*Request)(nil),      // 4: restpipe.link.v1.Request
+	(*Values)(nil),       // 5: restpipe.link.v1.Values
+	(*Cancel)(nil),       // 6: restpipe.link.v1.Cancel
+	(*Reply)(nil),        // 7: restpipe.link.v1.Reply
+	(*Error)(nil),        // 8: restpipe.link.v1.Error
+	(*Exception)(nil),    // 9: restpipe.link.v1.Exception
+	(*Trailer)(nil),      // 10: restpipe.link.v1.Trailer
+	nil,                  // 11: restpipe.link.v1.Request.QueryEntry
 }
 var file_link_v1_link_proto_depIdxs = []int32{
-	3,  // 0: restpipe.link.v1.StreamHeader.request:type_name -> restpipe.link.v1.Request
-	5,  // 1: restpipe.link.v1.StreamHeader.cancel:type_name -> restpipe.link.v1.Cancel
-	10, // 2: restpipe.link.v1.Request.query:type_name -> restpipe.link.v1.Request.QueryEntry
-	7,  // 3: restpipe.link.v1.Reply.error:type_name -> restpipe.link.v1.Error
-	8,  // 4: restpipe.link.v1.Error.exception:type_name -> restpipe.link.v1.Exception
-	7,  // 5: restpipe.link.v1.Trailer.error:type_name -> restpipe.link.v1.Error
-	4,  // 6: restpipe.link.v1.Request.QueryEntry.value:type_name -> restpipe.link.v1.Values
+	4,  // 0: restpipe.link.v1.StreamHeader.request:type_name -> restpipe.link.v1.Request
+	6,  // 1: restpipe.link.v1.StreamHeader.cancel:type_name -> restpipe.link.v1.Cancel
+	11, // 2: restpipe.link.v1.Request.query:type_name -> restpipe.link.v1.Request.QueryEntry
+	8,  // 3: restpipe.link.v1.Reply.error:type_name -> restpipe.link.v1.Error
+	9,  // 4: restpipe.link.v1.Error.exception:type_name -> restpipe.link.v1.Exception
+	8,  // 5: restpipe.link.v1.Trailer.error:type_name -> restpipe.link.v1.Error
+	5,  // 6: restpipe.link.v1.Request.QueryEntry.value:type_name -> restpipe.link.v1.Values
 	7,  // [7:7] is the sub-list for method output_type
 	7,  // [7:7] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
@@ -802,7 +875,7 @@ func file_link_v1_link_proto_init() {
 	if File_link_v1_link_proto != nil {
 		return
 	}
-	file_link_v1_link_proto_msgTypes[2].OneofWrappers = []any{
+	file_link_v1_link_proto_msgTypes[3].OneofWrappers = []any{
 		(*StreamHeader_Request)(nil),
 		(*StreamHeader_Cancel)(nil),
 	}
@@ -812,7 +885,7 @@ func file_link_v1_link_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_link_v1_link_proto_rawDesc), len(file_link_v1_link_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,6 +1,8 @@
-// Package pluginv1 holds the restpipe plugin protocol, version 1: the gRPC
-// service a handler plugin serves (generated from plugin.proto) and the
-// go-plugin handshake both sides must agree on.
+// Package pluginv1 holds the restpipe plugin protocol (plugin.proto says
+// it whole): the gRPC control service a handler plugin serves, the
+// messages of its event connections, and the go-plugin handshake both sides
+// must agree on. The Go code that speaks the event connections is
+// plugin-sdk/eventpath.
 package pluginv1
 
 // The go-plugin handshake. The host sets MagicCookieKey=MagicCookieValue in
@@ -12,8 +14,9 @@ const (
 
 	// ProtocolVersion is the go-plugin application protocol version of
 	// this package. A plugin built against another version is refused at
-	// start with go-plugin's version error.
-	ProtocolVersion = 1
+	// start with go-plugin's version error. Version 2 moved events from
+	// gRPC calls to the event connections.
+	ProtocolVersion = 2
 
 	// PluginName is the name of the one plugin a plugin process serves in
 	// go-plugin's plugin set.
