@@ -33,6 +33,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	fs.StringVar(&serverHTTP, "server-http", "127.0.0.1:8080", "`address` of the server node's gateway")
 	fs.StringVar(&clientHTTP, "client-http", "127.0.0.1:8081", "`address` of the client node's gateway")
 	fs.StringVar(&pluginsDir, "plugins", "", "`directory` of plugins to run (default: build the example plugins from this source tree)")
+	gomaxprocs := fs.Int("gomaxprocs", defaultGOMAXPROCS(), "Go's GOMAXPROCS for both nodes (see restpipe server -h)")
 	logs.register(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
@@ -41,6 +42,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
+	setGOMAXPROCS(*gomaxprocs, getenv, log)
 
 	work, err := os.MkdirTemp("", "restpipe-dev-")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -50,9 +51,12 @@ type nodeConfig struct {
 	// MaxInFlight bounds the events in flight per peer, each way; beyond it
 	// events fail with overloaded. 0: the link's default (256).
 	MaxInFlight int
-	// StreamWindow is the link's per-stream flow control window in bytes;
-	// 0: the link's default.
-	StreamWindow int
+	// StreamWindow and MaxStreamWindow bound the link's per-stream flow
+	// control window in bytes; 0: the link's defaults.
+	StreamWindow    int
+	MaxStreamWindow int
+	// Pprof, when set, is the address of a listener serving Go's profiler.
+	Pprof string
 	// PluginMTLS secures plugin connections with go-plugin's AutoMTLS;
 	// PluginGOMAXPROCS is the plugins' GOMAXPROCS (0: Go's default).
 	PluginMTLS       bool
@@ -88,6 +92,7 @@ type node struct {
 	gateway *gateway.Gateway
 	http    *http.Server
 	httpLn  net.Listener
+	pprofLn net.Listener // nil without --pprof
 	metrics *metrics.Metrics
 	statsd  *metrics.StatsD // nil unless --statsd
 }
@@ -133,6 +138,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc.Handler = n.table
 	lc.MaxInFlight = cfg.MaxInFlight
 	lc.StreamWindow = uint32(cfg.StreamWindow)
+	lc.MaxStreamWindow = uint32(cfg.MaxStreamWindow)
 	lc.Observer = linkObserver{n}
 	var peers gateway.Peers
 	switch cfg.Role {
@@ -179,11 +185,16 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		return nil, fmt.Errorf("listen for local HTTP: %w", err)
 	}
 	n.http = n.gateway.HTTPServer()
+	if cfg.Pprof != "" {
+		if n.pprofLn, err = net.Listen("tcp", cfg.Pprof); err != nil {
+			return nil, fmt.Errorf("listen for --pprof: %w", err)
+		}
+	}
 	return n, nil
 }
 
 func (n *node) closeListeners() {
-	for _, ln := range []net.Listener{n.linkLn, n.httpLn} {
+	for _, ln := range []net.Listener{n.linkLn, n.httpLn, n.pprofLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -207,7 +218,7 @@ func (n *node) httpAddr() string {
 // has stopped; an error means a component failed on its own.
 func (n *node) run(ctx context.Context) error {
 	bg := context.WithoutCancel(ctx)
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	goRun := func(f func() error) {
 		wg.Add(1)
@@ -255,6 +266,17 @@ func (n *node) run(ctx context.Context) error {
 		return nil
 	})
 
+	var profiler *http.Server // nil without --pprof
+	if n.pprofLn != nil {
+		profiler = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		goRun(func() error {
+			if err := profiler.Serve(n.pprofLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("pprof: %w", err)
+			}
+			return nil
+		})
+		n.log.Warn("serving Go's profiler", "pprof", n.pprofLn.Addr().String())
+	}
 	args := []any{"role", n.cfg.Role, "name", n.name, "http", n.httpAddr()}
 	if n.server != nil {
 		args = append(args, "link", n.linkAddr())
@@ -273,6 +295,9 @@ func (n *node) run(ctx context.Context) error {
 	n.drain(bg)
 	stopLink()
 	stopPlugins()
+	if profiler != nil {
+		profiler.Close()
+	}
 	wg.Wait()
 	pluginsDone.Wait()
 	if n.statsd != nil {
@@ -398,4 +423,16 @@ func reloadOnHUP(store *pki.Store, log hclog.Logger) (stop func()) {
 		close(done)
 		<-finished
 	}
+}
+
+// pprofMux serves Go's profiler, as net/http/pprof registers it on the
+// default mux, on a mux of its own.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -386,7 +386,7 @@ func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.R
 	if rep.Body == nil || r.Method == http.MethodHead {
 		return 0
 	}
-	n, err := copyReply(w, rep.Body)
+	n, err := copyReply(w, rep.Body, rep.Size)
 	if err != nil {
 		// The status is out: abort the connection so the caller sees a
 		// broken transfer, not a short body.
@@ -399,10 +399,12 @@ func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.R
 // copyBufs holds the buffers replies are copied through.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-// copyReply copies a reply body to w, flushing whenever the body has no
-// more ready at once, so slow streams reach the caller promptly and fast
-// ones in large writes.
-func copyReply(w http.ResponseWriter, body io.Reader) (int64, error) {
+// copyReply copies a reply body of size bytes (-1: unknown) to w,
+// flushing whenever the body has no more ready at once, so slow streams
+// reach the caller promptly and fast ones in large writes. A body read
+// whole is not flushed: net/http sends it with the headers when the
+// handler returns, in one write.
+func copyReply(w http.ResponseWriter, body io.Reader, size int64) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -415,7 +417,7 @@ func copyReply(w http.ResponseWriter, body io.Reader) (int64, error) {
 				return total, nil // the caller left; nothing more to tell it
 			}
 			total += int64(n)
-			if n < len(buf) && fl != nil {
+			if n < len(buf) && fl != nil && total != size {
 				fl.Flush()
 			}
 		}

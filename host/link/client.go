@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/restpipe/restpipe/host"
 )
 
@@ -77,7 +75,7 @@ func (c *ClientConfig) Validate() error {
 // while it lives, and dials again after a backoff, forever.
 type Client struct {
 	cfg ClientConfig
-	ymx *yamux.Config // shared by its successive sessions
+	ymx *yamuxConfigs // shared by its successive sessions
 
 	draining atomic.Bool // refuse new events from the server
 
@@ -93,7 +91,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, ymx: cfg.yamuxConfig(), changed: make(chan struct{})}, nil
+	c := &Client{cfg: cfg, changed: make(chan struct{})}
+	c.ymx = &yamuxConfigs{cfg: &c.cfg.Config}
+	return c, nil
 }
 
 // Run keeps the link up until ctx ends, then closes it and returns nil once
@@ -177,7 +177,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("hello with %s: %w", c.cfg.Addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := newSession(&c.cfg.Config, c.ymx, tc, false, name, welcome.Software, &c.draining)
+	sess, err := newSession(&c.cfg.Config, c.ymx, tc, false, name, welcome, &c.draining)
 	if err != nil {
 		conn.Close()
 	}

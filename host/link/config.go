@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -31,6 +32,9 @@ type Observer interface {
 	// ObserveHop: an event this side sent got its reply header (or
 	// failed) after d.
 	ObserveHop(d time.Duration, kind host.Kind)
+	// BadPeerReply: peer answered an event with a reply this side
+	// refused (an invalid status); the caller got handler_failed.
+	BadPeerReply(peer string)
 }
 
 // nopObserver is the Observer when none is set.
@@ -40,6 +44,7 @@ func (nopObserver) LinkUp(string, bool)                 {}
 func (nopObserver) LinkDown(string, bool, error)        {}
 func (nopObserver) LinkRefused(bool, error)             {}
 func (nopObserver) ObserveHop(time.Duration, host.Kind) {}
+func (nopObserver) BadPeerReply(string)                 {}
 
 // Config holds what server and client links have in common. Start from
 // DefaultConfig; zero durations and sizes are replaced by defaults in
@@ -68,10 +73,18 @@ type Config struct {
 	KeepAliveInterval time.Duration
 	KeepAliveTimeout  time.Duration
 
-	// StreamWindow is the most one stream may have in flight unread. It
-	// caps one event's throughput at StreamWindow/RTT and a slow reader's
-	// buffered bytes at StreamWindow. Default 1 MiB; at least 256 KiB.
-	StreamWindow uint32
+	// StreamWindow and MaxStreamWindow bound the receive window of a
+	// link's streams: the most one stream may have in flight unread, in
+	// each direction. Each side sizes its window at link start from the
+	// round trip it measured in the hello (WindowRate times the RTT),
+	// within these bounds, so that one transfer fills a long path while a
+	// LAN link keeps small windows. A window caps one event's throughput
+	// at window/RTT, and is what a slow reader may hold buffered per
+	// stream: a link holds at most MaxStreams(MaxInFlight) windows.
+	// Defaults 256 KiB (yamux's minimum, which a stream never grows past:
+	// 5 GB/s at a LAN's 50 us) and 16 MiB.
+	StreamWindow    uint32
+	MaxStreamWindow uint32
 
 	// MaxInFlight bounds the events in flight per peer in each direction.
 	// Beyond it new events fail at once with overloaded. Default 256.
@@ -99,7 +112,8 @@ func DefaultConfig() Config {
 		HandshakeTimeout:  10 * time.Second,
 		KeepAliveInterval: 2 * time.Second,
 		KeepAliveTimeout:  4 * time.Second,
-		StreamWindow:      1 << 20,
+		StreamWindow:      256 << 10,
+		MaxStreamWindow:   16 << 20,
 		MaxInFlight:       256,
 		MaxHeaderSize:     64 << 10,
 		HeaderTimeout:     10 * time.Second,
@@ -131,6 +145,9 @@ func (c *Config) Validate() error {
 	if c.StreamWindow == 0 {
 		c.StreamWindow = d.StreamWindow
 	}
+	if c.MaxStreamWindow == 0 {
+		c.MaxStreamWindow = max(d.MaxStreamWindow, c.StreamWindow)
+	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = d.MaxInFlight
 	}
@@ -142,6 +159,8 @@ func (c *Config) Validate() error {
 		return errors.New("link: durations must be positive")
 	case c.StreamWindow < 256<<10:
 		return fmt.Errorf("link: StreamWindow %d is below the 256 KiB minimum", c.StreamWindow)
+	case c.MaxStreamWindow < c.StreamWindow:
+		return fmt.Errorf("link: MaxStreamWindow %d is below StreamWindow %d", c.MaxStreamWindow, c.StreamWindow)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("link: MaxInFlight %d must be at least 1", c.MaxInFlight)
 	case c.MaxHeaderSize < 1<<10 || c.MaxHeaderSize > 16<<20:
@@ -156,32 +175,85 @@ func setDuration(d *time.Duration, def time.Duration) {
 	}
 }
 
-// yamuxConfig returns the multiplexer settings the link runs with.
-func (c *Config) yamuxConfig() *yamux.Config {
-	return &yamux.Config{
-		// Room for every event in flight plus cancel streams; beyond it
-		// yamux resets new streams, and our own MaxInFlight answers
-		// overloaded long before.
-		AcceptBacklog: 2*c.MaxInFlight + 64,
+// WindowRate is the throughput a link's window is sized for: a stream's
+// window is WindowRate times the link's round trip, within StreamWindow
+// and MaxStreamWindow (1.5 GB/s: a 10 ms path gets a 15 MB window).
+const WindowRate = 1.5e9
+
+// streamWindow returns the window for a link whose round trip is rtt.
+func (c *Config) streamWindow(rtt time.Duration) uint32 {
+	w := WindowRate * rtt.Seconds()
+	switch {
+	case w <= float64(c.StreamWindow):
+		return c.StreamWindow
+	case w >= float64(c.MaxStreamWindow):
+		return c.MaxStreamWindow
+	}
+	// Round up to a multiple of 256 KiB, so that links share configs.
+	const step = 256 << 10
+	return uint32((uint64(w) + step - 1) / step * step)
+}
+
+// MaxStreams returns how many streams a peer may hold open on a link
+// (events in flight, idle ones kept for reuse, and the few closing or
+// carrying a Cancel): beyond it, the peer is misbehaving and its link is
+// closed. With its window it bounds what a link may hold buffered.
+func MaxStreams(maxInFlight int) int { return maxInFlight + streamSlack }
+
+// streamSlack is how many streams beyond MaxInFlight a peer may hold:
+// cancels and streams closing. A sender keeps itself within half of it.
+const streamSlack = 32
+
+// yamuxConfigs shares yamux configurations among a server's or client's
+// sessions, one per window size.
+type yamuxConfigs struct {
+	cfg  *Config
+	mu   sync.Mutex
+	byWS map[uint32]*yamux.Config
+}
+
+// get returns the multiplexer settings of a link whose window is w.
+func (y *yamuxConfigs) get(w uint32) *yamux.Config {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	if yc := y.byWS[w]; yc != nil {
+		return yc
+	}
+	if y.byWS == nil {
+		y.byWS = map[uint32]*yamux.Config{}
+	}
+	c := y.cfg
+	yc := &yamux.Config{
+		// Room for every stream a peer may hold; our own limit (see
+		// MaxStreams) closes a link that tries more.
+		AcceptBacklog: MaxStreams(c.MaxInFlight) + 16,
 		// The session runs its own keepalive (Session.startPinger), which
 		// records the round-trip time for /status.
 		EnableKeepAlive:        false,
 		KeepAliveInterval:      c.KeepAliveInterval,
 		ConnectionWriteTimeout: c.KeepAliveTimeout,
-		MaxStreamWindowSize:    c.StreamWindow,
+		MaxStreamWindowSize:    w,
 		// yamux's StreamOpenTimeout closes the whole session when one
 		// stream is not acknowledged in time. Events carry their own
 		// deadlines instead, so one stuck stream fails only its event.
 		StreamOpenTimeout: 0,
 		// How long a stream we closed waits for the peer's close before
-		// yamux resets it. Only a misbehaving or very slow peer hits it.
-		StreamCloseTimeout: 5 * time.Minute,
+		// yamux resets it and frees what it buffered. An honest peer
+		// closes within a round trip; a hostile one holds the stream's
+		// window at most this long (and, when the link dies, every
+		// stream's buffers are freed within it).
+		StreamCloseTimeout: streamCloseTimeout,
 		Logger: c.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{
 			InferLevels: true,
 		}),
 		LogOutput: nil,
 	}
+	y.byWS[w] = yc
+	return yc
 }
+
+// streamCloseTimeout is yamux's StreamCloseTimeout: see yamuxConfigs.get.
+const streamCloseTimeout = 5 * time.Second
 
 // checkTLS refuses a TLS configuration that would let anything below TLS
 // 1.3 or an unauthenticated peer in. server says which side it is for.

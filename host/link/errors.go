@@ -27,6 +27,11 @@ var (
 	// than it may have events in flight.
 	ErrTooManyStreams = errors.New("peer opened too many streams")
 
+	// ErrProtocol ends a session whose peer broke the link protocol on a
+	// stream (a malformed or oversized frame, a body not matching its
+	// size, an event out of sequence).
+	ErrProtocol = errors.New("peer broke the link protocol")
+
 	// ErrNotConnected is returned by Lookup when no session for the name
 	// registered before the context ended.
 	ErrNotConnected = errors.New("peer not connected")

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/restpipe/restpipe/proto/frame"
 	linkv1 "github.com/restpipe/restpipe/proto/link/v1"
 )
 
@@ -25,7 +26,7 @@ func encodeEvent(tb testing.TB, req *linkv1.Request, body []byte) []byte {
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
-	if err := writeMessage(&buf, hdr, r, req.BodySize, errorToWire); err != nil {
+	if err := frame.WriteMessage(&buf, hdr, r, req.BodySize, trailerOf); err != nil {
 		tb.Fatal(err)
 	}
 	return buf.Bytes()
@@ -33,23 +34,24 @@ func encodeEvent(tb testing.TB, req *linkv1.Request, body []byte) []byte {
 
 // decodeStream reads a request stream the way a receiving session does.
 func decodeStream(data []byte) (*linkv1.Request, []byte, error) {
-	fr := newFrameReader(bytes.NewReader(data), fuzzMaxHeader)
-	defer fr.release()
+	fr := frame.NewReader(bytes.NewReader(data), fuzzMaxHeader)
+	defer fr.Release()
+	fr.Trailer = trailerError
 	var hdr linkv1.StreamHeader
-	if err := fr.readMsg(&hdr); err != nil {
+	if err := fr.ReadMsg(&hdr); err != nil {
 		return nil, nil, err
 	}
 	req := hdr.GetRequest()
 	if req == nil {
 		return nil, nil, nil
 	}
-	fr.startBody(req.BodySize)
+	fr.StartBody(req.BodySize)
 	body, err := io.ReadAll(fr)
 	return req, body, err
 }
 
 func TestFrameRoundTrip(t *testing.T) {
-	for _, size := range []int{0, 1, 100, dataChunk - 1, dataChunk, dataChunk + 1, 3*dataChunk + 7} {
+	for _, size := range []int{0, 1, 100, frame.Chunk - 1, frame.Chunk, frame.Chunk + 1, 3*frame.Chunk + 7} {
 		body := bytes.Repeat([]byte{'z'}, size)
 		for _, known := range []bool{true, false} {
 			req := &linkv1.Request{Id: "1", Verb: "post", Noun: "echo", BodySize: -1,
@@ -74,7 +76,7 @@ func TestFrameRoundTrip(t *testing.T) {
 
 func TestFrameErrors(t *testing.T) {
 	valid := encodeEvent(t, &linkv1.Request{Verb: "post", Noun: "x", BodySize: 5}, []byte("hello"))
-	hdrLen := bytes.IndexByte(valid[1:], frameData) + 1 // where the body starts (no 2 in this short header)
+	hdrLen := bytes.IndexByte(valid[1:], frame.TypeData) + 1 // where the body starts (no 2 in this short header)
 
 	tests := []struct {
 		name string
@@ -83,18 +85,18 @@ func TestFrameErrors(t *testing.T) {
 		text string // in the error
 	}{
 		{"empty stream", nil, io.EOF, ""},
-		{"oversized header", binary.AppendUvarint([]byte{frameHeader}, 1<<40), ErrFrameTooLarge, "limit"},
-		{"bad varint", append([]byte{frameHeader}, bytes.Repeat([]byte{0xff}, 11)...), ErrBadFrame, ""},
-		{"data frame first", []byte{frameData, 1, 'x'}, ErrBadFrame, "want a header frame"},
+		{"oversized header", binary.AppendUvarint([]byte{frame.TypeHeader}, 1<<40), frame.ErrTooLarge, "limit"},
+		{"bad varint", append([]byte{frame.TypeHeader}, bytes.Repeat([]byte{0xff}, 11)...), frame.ErrMalformed, ""},
+		{"data frame first", []byte{frame.TypeData, 1, 'x'}, frame.ErrMalformed, "want a header frame"},
 		{"header cut short", valid[:4], io.ErrUnexpectedEOF, ""},
-		{"garbage header", []byte{frameHeader, 3, 0xff, 0xff, 0xff}, ErrBadFrame, "decode"},
+		{"garbage header", []byte{frame.TypeHeader, 3, 0xff, 0xff, 0xff}, frame.ErrMalformed, "decode"},
 		{"body cut short", valid[:len(valid)-3], io.ErrUnexpectedEOF, ""},
 		{"no END", valid[:len(valid)-2], io.ErrUnexpectedEOF, ""},
-		{"body longer than announced", append(append([]byte{}, valid[:hdrLen]...), frameData, 6, 'h', 'e', 'l', 'l', 'o', '!', frameEnd, 0), ErrBadFrame, "longer"},
-		{"body shorter than announced", append(append([]byte{}, valid[:hdrLen]...), frameData, 4, 'h', 'e', 'l', 'l', frameEnd, 0), ErrBadFrame, "announced"},
-		{"empty data frame", append(append([]byte{}, valid[:hdrLen]...), frameData, 0), ErrBadFrame, "data frame of 0"},
-		{"unknown frame type", append(append([]byte{}, valid[:hdrLen]...), 9, 0), ErrBadFrame, "type 9"},
-		{"oversized trailer", binary.AppendUvarint(append(append([]byte{}, valid[:hdrLen]...), frameEnd), 1<<40), ErrFrameTooLarge, ""},
+		{"body longer than announced", append(append([]byte{}, valid[:hdrLen]...), frame.TypeData, 6, 'h', 'e', 'l', 'l', 'o', '!', frame.TypeEnd, 0), frame.ErrMalformed, "longer"},
+		{"body shorter than announced", append(append([]byte{}, valid[:hdrLen]...), frame.TypeData, 4, 'h', 'e', 'l', 'l', frame.TypeEnd, 0), frame.ErrMalformed, "announced"},
+		{"empty data frame", append(append([]byte{}, valid[:hdrLen]...), frame.TypeData, 0), frame.ErrMalformed, "data frame of 0"},
+		{"unknown frame type", append(append([]byte{}, valid[:hdrLen]...), 9, 0), frame.ErrMalformed, "type 9"},
+		{"oversized trailer", binary.AppendUvarint(append(append([]byte{}, valid[:hdrLen]...), frame.TypeEnd), 1<<40), frame.ErrTooLarge, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,20 +118,20 @@ func TestTrailerBecomesTheBodyError(t *testing.T) {
 	var buf bytes.Buffer
 	hdr := &linkv1.Reply{BodySize: -1}
 	failing := io.MultiReader(strings.NewReader("part"), errReader{errors.New("plugin crashed")})
-	err := writeMessage(&buf, hdr, failing, -1, func(err error) *linkv1.Error {
-		return &linkv1.Error{Kind: "plugin_unavailable", Message: err.Error()}
+	err := frame.WriteMessage(&buf, hdr, failing, -1, func(err error) proto.Message {
+		return &linkv1.Trailer{Error: &linkv1.Error{Kind: "plugin_unavailable", Message: err.Error()}}
 	})
 	if err == nil {
-		t.Fatal("writeMessage hid the body's failure")
+		t.Fatal("WriteMessage hid the body's failure")
 	}
-	fr := newFrameReader(&buf, fuzzMaxHeader)
-	defer fr.release()
+	fr := frame.NewReader(&buf, fuzzMaxHeader)
+	defer fr.Release()
 	var rep linkv1.Reply
-	if err := fr.readMsg(&rep); err != nil {
+	if err := fr.ReadMsg(&rep); err != nil {
 		t.Fatal(err)
 	}
-	fr.startBody(-1)
-	fr.trailer = func(e *linkv1.Error) error { return errorFromWire(e) }
+	fr.StartBody(-1)
+	fr.Trailer = trailerError
 	body, err := io.ReadAll(fr)
 	if string(body) != "part" || err == nil || !strings.Contains(err.Error(), "plugin_unavailable: read body: plugin crashed") {
 		t.Errorf("body %q, error %v; want the part sent and the trailer's error", body, err)
@@ -143,13 +145,13 @@ func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 // TestOversizedFrameAllocatesNothing checks the limit is applied before the
 // payload is allocated: a frame announcing a terabyte costs nothing.
 func TestOversizedFrameAllocatesNothing(t *testing.T) {
-	data := binary.AppendUvarint([]byte{frameHeader}, 1<<40)
+	data := binary.AppendUvarint([]byte{frame.TypeHeader}, 1<<40)
 	decodeStream(data) // warm the pools
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range 100 {
-		if _, _, err := decodeStream(data); !errors.Is(err, ErrFrameTooLarge) {
-			t.Fatalf("error = %v, want ErrFrameTooLarge", err)
+		if _, _, err := decodeStream(data); !errors.Is(err, frame.ErrTooLarge) {
+			t.Fatalf("error = %v, want frame.ErrTooLarge", err)
 		}
 	}
 	runtime.ReadMemStats(&after)
@@ -167,12 +169,12 @@ func FuzzFrameDecode(f *testing.F) {
 	f.Add(encodeEvent(f, &linkv1.Request{Verb: "post", Noun: "echo", BodySize: -1}, bytes.Repeat([]byte("x"), 100)))
 	f.Add(encodeEvent(f, &linkv1.Request{Verb: "get", Noun: "cat", Args: []string{"a", "b"},
 		Query: map[string]*linkv1.Values{"q": {Values: []string{"1"}}}}, nil))
-	cancel, _ := appendMsgFrame(nil, frameHeader, &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Cancel{Cancel: &linkv1.Cancel{StreamId: 7}}})
+	cancel, _ := frame.AppendMsg(nil, frame.TypeHeader, &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Cancel{Cancel: &linkv1.Cancel{StreamId: 7}}})
 	f.Add(cancel)
-	hello, _ := appendMsgFrame(nil, frameHeader, &linkv1.Hello{ProtocolVersion: 1, MinProtocolVersion: 1})
+	hello, _ := frame.AppendMsg(nil, frame.TypeHeader, &linkv1.Hello{ProtocolVersion: 1, MinProtocolVersion: 1})
 	f.Add(hello)
-	f.Add(binary.AppendUvarint([]byte{frameHeader}, 1<<40))
-	f.Add([]byte{frameHeader, 0, frameData, 1, 'x', frameEnd, 0})
+	f.Add(binary.AppendUvarint([]byte{frame.TypeHeader}, 1<<40))
+	f.Add([]byte{frame.TypeHeader, 0, frame.TypeData, 1, 'x', frame.TypeEnd, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, body, err := decodeStream(data)
 		if err == nil && req != nil {

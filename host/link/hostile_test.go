@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -14,8 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"google.golang.org/protobuf/proto"
 
-	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/proto/frame"
 	linkv1 "github.com/restpipe/restpipe/proto/link/v1"
 )
 
@@ -134,14 +136,14 @@ func TestProtocolVersionRefused(t *testing.T) {
 	p := newPKI(t)
 	srv := startServer(t, p, nil)
 	c := rawLink(t, p, srv.addr, "future")
-	if err := writeMsg(c, &linkv1.Hello{ProtocolVersion: 9, MinProtocolVersion: 7, Software: "restpipe 9"}); err != nil {
+	if err := frame.WriteMsg(c, &linkv1.Hello{ProtocolVersion: 9, MinProtocolVersion: 7, Software: "restpipe 9"}); err != nil {
 		t.Fatal(err)
 	}
 	var w linkv1.Welcome
 	if err := readExact(c, 1<<16, &w); err != nil {
 		t.Fatal(err)
 	}
-	if w.ProtocolVersion != 0 || !strings.Contains(w.Refusal, "client speaks link protocol 7 to 9, this server speaks 1 to 1") {
+	if w.ProtocolVersion != 0 || !strings.Contains(w.Refusal, fmt.Sprintf("client speaks link protocol 7 to 9, this server speaks %d to %d: upgrade the server", MinProtocolVersion, ProtocolVersion)) {
 		t.Errorf("welcome = %v, want a refusal naming both ranges", &w)
 	}
 	if _, err := c.Read(make([]byte, 1)); err == nil {
@@ -166,7 +168,7 @@ func TestProtocolVersionRefused(t *testing.T) {
 		defer tc.Close()
 		var h linkv1.Hello
 		if readExact(tc, 1<<16, &h) == nil {
-			writeMsg(tc, &linkv1.Welcome{Refusal: "this server speaks link protocol 9 only"})
+			frame.WriteMsg(tc, &linkv1.Welcome{Refusal: "this server speaks link protocol 9 only"})
 		}
 	}()
 	cl := &Client{cfg: ClientConfig{Config: DefaultConfig(), Addr: ln.Addr().String()}}
@@ -178,6 +180,16 @@ func TestProtocolVersionRefused(t *testing.T) {
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "protocol 9 only") {
 		t.Errorf("connect() = %v, want ErrRefused with the server's reason", err)
 	}
+}
+
+// mustFrame encodes m as a HEADER frame.
+func mustFrame(t testing.TB, m proto.Message) []byte {
+	t.Helper()
+	b, err := frame.AppendMsg(nil, frame.TypeHeader, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // peerMux completes a valid hello and returns a yamux session driven by the
@@ -204,31 +216,32 @@ func TestStreamLevelAbuse(t *testing.T) {
 	good := startClient(t, p, "good", srv.addr, nil)
 	goodSess := good.waitUp(t, 5*time.Second)
 
-	t.Run("oversized header", func(t *testing.T) {
-		m := peerMux(t, p, srv.addr, "big")
-		st, err := m.OpenStream()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr := []byte{frameHeader}
-		hdr = binary.AppendUvarint(hdr, 1<<30) // 1 GiB announced
-		st.Write(hdr)
-		st.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := st.Read(make([]byte, 1)); err != io.EOF {
-			t.Errorf("read after oversized header = %v, want the stream closed", err)
-		}
-		// The session survives one bad stream. (The raw peer answers no
-		// event, so one sent to it times out: one stuck stream fails only
-		// its own event.)
-		ss := srv.session(t, "big", time.Second)
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		_, err = call(ctx, ss, "get", "whoami", nil)
-		wantKind(t, err, host.KindTimeout)
-		if m.IsClosed() || ss.Err() != nil {
-			t.Error("one bad stream closed the whole session")
-		}
-	})
+	// A protocol violation from an authenticated peer ends its link (and
+	// frees whatever it held); every other peer goes on.
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"oversized header", binary.AppendUvarint([]byte{frame.TypeHeader}, 1<<30)}, // 1 GiB announced
+		{"garbage", []byte("GET / HTTP/1.1\r\n\r\n")},
+		{"event out of sequence", mustFrame(t, &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Request{
+			Request: &linkv1.Request{Id: "x", Verb: "get", Noun: "whoami", Seq: 5}}})},
+		{"body without a header", append([]byte{frame.TypeData, 3}, "abc"...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := peerMux(t, p, srv.addr, "bad")
+			st, err := m.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Write(tc.data)
+			select {
+			case <-m.CloseChan():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the server kept the link of a peer that broke the protocol")
+			}
+		})
+	}
 
 	t.Run("stream without a header", func(t *testing.T) {
 		m := peerMux(t, p, srv.addr, "mute")
@@ -236,10 +249,14 @@ func TestStreamLevelAbuse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st.Write([]byte{frameHeader}) // then nothing
+		st.Write([]byte{frame.TypeHeader}) // then nothing
 		st.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := st.Read(make([]byte, 1)); err != io.EOF {
 			t.Errorf("read = %v, want the server to give up on the stream", err)
+		}
+		// A slow stream costs only itself: the link stays.
+		if m.IsClosed() {
+			t.Error("one silent stream closed the whole link")
 		}
 	})
 
@@ -252,8 +269,8 @@ func TestStreamLevelAbuse(t *testing.T) {
 				break
 			}
 			// A valid event the peer then never reads the answer of.
-			writeMsg(st, &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Request{
-				Request: &linkv1.Request{Id: "x", Verb: "get", Noun: "block"}}})
+			frame.WriteMsg(st, &linkv1.StreamHeader{Kind: &linkv1.StreamHeader_Request{
+				Request: &linkv1.Request{Id: "x", Verb: "get", Noun: "block", Seq: 1}}})
 		}
 		select {
 		case <-m.CloseChan():

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/yamux"
 	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
@@ -65,7 +64,7 @@ type Server struct {
 	cfg        ServerConfig
 	log        hclog.Logger
 	tls        *tls.Config
-	ymx        *yamux.Config // shared by every session
+	ymx        *yamuxConfigs // shared by every session
 	handshakes chan struct{} // one token per connection in handshake
 	closing    chan struct{} // closed by Close
 	logLimit   *rate.Limiter // bounds log lines about refused connections
@@ -85,9 +84,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		ymx:        cfg.yamuxConfig(),
+		cfg: cfg,
+		log: cfg.Logger,
+
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		closing:    make(chan struct{}),
 		logLimit:   rate.NewLimiter(rate.Limit(5), 20),
@@ -95,6 +94,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pending:    make(map[net.Conn]struct{}),
 		sessions:   make(map[*Session]struct{}),
 	}
+	s.ymx = &yamuxConfigs{cfg: &s.cfg.Config}
 	s.tls = enforceServerTLS(cfg.TLS)
 	return s, nil
 }
@@ -272,7 +272,7 @@ func (s *Server) handshake(conn net.Conn) (*Session, error) {
 		return nil, fmt.Errorf("hello from %s: %w", name, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return newSession(&s.cfg.Config, s.ymx, tc, true, name, hello.Software, &s.draining)
+	return newSession(&s.cfg.Config, s.ymx, tc, true, name, hello, &s.draining)
 }
 
 // Sessions returns the live sessions, sorted by peer name.

@@ -291,7 +291,7 @@ func (m *Metrics) peerDown(peer string) {
 	})
 }
 
-// LinkUp records a link coming up (link.Observer).
+// LinkUp records a link coming up (link.Observer, through cmd/restpipe).
 func (m *Metrics) LinkUp(peer string, client bool) {
 	m.linkEvents.WithLabelValues("up").Inc()
 	if !client {
@@ -300,27 +300,26 @@ func (m *Metrics) LinkUp(peer string, client bool) {
 	if client && m.linksUp.Add(1) > 1 {
 		m.reconnects.Inc()
 	}
-	if m.statsd != nil {
-		m.statsd.link(client, true)
-	}
 }
 
-// LinkDown records a link going down (link.Observer).
-func (m *Metrics) LinkDown(peer string, client bool, _ error) {
+// LinkDown records a link going down.
+func (m *Metrics) LinkDown(peer string, client bool) {
 	m.linkEvents.WithLabelValues("down").Inc()
 	if !client {
 		m.peerDown(peer)
 	}
-	if m.statsd != nil {
-		m.statsd.link(client, false)
-	}
 }
 
-// LinkRefused records a failed handshake or dial (link.Observer).
-func (m *Metrics) LinkRefused(client bool, _ error) {
+// LinkRefused records a failed handshake or dial.
+func (m *Metrics) LinkRefused(bool, error) {
 	m.linkEvents.WithLabelValues("refused").Inc()
-	if m.statsd != nil && client {
-		m.statsd.count("connection_fail")
+}
+
+// ConnectionHook records one of RestPipe's connection hooks
+// (connection_added, ...), as StatsD counts them.
+func (m *Metrics) ConnectionHook(kind string) {
+	if m.statsd != nil {
+		m.statsd.count(bucket(kind))
 	}
 }
 

@@ -14,8 +14,10 @@ import (
 //	<prefix>.event.<route>.<outcome>    counter (outcome: ok or an error kind)
 //	<prefix>.event.<route>.duration     timer, milliseconds
 //	<prefix>.connection_added           counter (server: a client linked)
-//	<prefix>.connection_removed         counter (server: a client left)
+//	<prefix>.connection_removed         counter (server: a client left; not
+//	                                    when a newer link replaced it)
 //	<prefix>.connection_success         counter (client: linked to the server)
+//	<prefix>.connection_lost            counter (client: the link dropped)
 //	<prefix>.connection_fail            counter (client: a dial failed)
 //	<prefix>.plugin.<file>.crash        counter
 //
@@ -60,17 +62,6 @@ func (s *StatsD) event(route, outcome string, d time.Duration) {
 	r := bucket(route)
 	_ = s.c.Inc("event."+r+"."+outcome, 1, 1)
 	_ = s.c.TimingDuration("event."+r+".duration", d, 1)
-}
-
-func (s *StatsD) link(client, up bool) {
-	switch {
-	case client && up:
-		s.count("connection_success")
-	case !client && up:
-		s.count("connection_added")
-	case !client && !up:
-		s.count("connection_removed")
-	}
 }
 
 // count increments a counter whose dynamic parts the caller has passed

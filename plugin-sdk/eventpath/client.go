@@ -198,6 +198,12 @@ func (c *Client) Do(ctx context.Context, hdr *pluginv1.EventHeader, body io.Read
 	}
 	if rh.Failure != nil {
 		cn.fr.StartBody(0)
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			// The handler failed because its deadline, which follows
+			// ours, passed: the event timed out.
+			ev.finish()
+			return nil, context.DeadlineExceeded
+		}
 	} else {
 		cn.fr.StartBody(rh.BodySize)
 	}

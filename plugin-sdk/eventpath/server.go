@@ -52,15 +52,21 @@ type Server struct {
 	base   context.Context // parent of every handler's context
 	cancel context.CancelFunc
 
-	running   atomic.Int64 // handlers running, abandoned ones included
-	abandoned atomic.Int64 // running handlers whose event already ended
-	served    atomic.Int64 // events answered
+	running atomic.Int64 // handlers running, abandoned ones included
+	served  atomic.Int64 // events answered
 
 	mu      sync.Mutex
 	closed  bool
 	lns     map[net.Listener]struct{}
-	conns   map[net.Conn]struct{}
-	readers sync.WaitGroup // one per connection being read
+	conns   map[net.Conn]*connState
+	orphans map[*event]struct{} // running handlers whose connection ended
+	readers sync.WaitGroup      // one per connection being read
+}
+
+// connState is what the Server knows of a connection: the event its
+// handler runs, if any.
+type connState struct {
+	cur atomic.Pointer[event]
 }
 
 // NewServer returns a Server answering events with h. onError, when not
@@ -70,7 +76,7 @@ func NewServer(h HandlerFunc, onError func(error)) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		handler: h, onError: onError, base: ctx, cancel: cancel,
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{},
+		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*connState{}, orphans: map[*event]struct{}{},
 	}
 }
 
@@ -78,7 +84,15 @@ func NewServer(h HandlerFunc, onError func(error)) *Server {
 // abandoned (their event already ended), and how many events were answered
 // so far.
 func (s *Server) Stats() (running, abandoned, served int64) {
-	return s.running.Load(), s.abandoned.Load(), s.served.Load()
+	s.mu.Lock()
+	abandoned = int64(len(s.orphans))
+	for _, cs := range s.conns {
+		if ev := cs.cur.Load(); ev != nil && ev.ctx.Err() != nil {
+			abandoned++ // past its deadline, still running
+		}
+	}
+	s.mu.Unlock()
+	return s.running.Load(), abandoned, s.served.Load()
 }
 
 // Serve accepts event connections on ln until ln fails or Close is called.
@@ -116,11 +130,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		if !s.track(c) {
+		cs := s.track(c)
+		if cs == nil {
 			c.Close()
 			return ErrClosed
 		}
-		go s.serveConn(c)
+		go s.serveConn(c, cs)
 	}
 }
 
@@ -142,15 +157,16 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) track(c net.Conn) bool {
+func (s *Server) track(c net.Conn) *connState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return nil
 	}
-	s.conns[c] = struct{}{}
+	cs := &connState{}
+	s.conns[c] = cs
 	s.readers.Add(1)
-	return true
+	return cs
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -165,14 +181,20 @@ func (s *Server) untrack(c net.Conn) {
 var errNodeLeft = fmt.Errorf("%w: the node abandoned the event", context.Canceled)
 
 // serveConn reads one connection: an event's header and body, then,
-// while its handler runs on another goroutine, the end of the connection
-// (the node abandoning the event) or the next event's header.
-func (s *Server) serveConn(c net.Conn) {
+// while its handler runs on the connection's runner goroutine, the end of
+// the connection (the node abandoning the event) or the next event's
+// header. The runner lives as long as the connection, so that an event
+// costs a hand-off between two goroutines rather than a new goroutine
+// (and its stack's growth).
+func (s *Server) serveConn(c net.Conn, cs *connState) {
 	defer s.untrack(c)
 	defer c.Close()
 	fr := frame.NewReader(c, MaxHeader)
 	defer fr.Release()
 	fr.Trailer = trailerError
+	events := make(chan *event)
+	defer close(events)
+	go s.runner(events)
 	for {
 		hdr := new(pluginv1.EventHeader)
 		if err := fr.ReadMsg(hdr); err != nil {
@@ -182,30 +204,52 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		ev := s.start(c, hdr)
+		cs.cur.Store(ev)
 		if size := hdr.BodySize; size != 0 && (size < 0 || size > WholeBody) {
 			// A large body streams to the handler as it arrives.
 			fr.StartBody(size)
 			pr, pw := io.Pipe()
 			ev.body, ev.pipe = pr, pr
-			go ev.run()
+			events <- ev
 			stopWatch := ev.watchHangUp()
 			ev.pump(fr, pw)
 			stopWatch()
 		} else {
 			ev.body = readWhole(fr, size, &ev.bodyDone)
-			go ev.run()
+			events <- ev
 		}
 		// While the handler runs, wait for the node: more bytes are the
 		// next event's header (the node sends it only once the reply is
 		// complete); the end of the connection abandons the event.
 		if err := fr.Peek(); err != nil {
 			ev.cancel(errNodeLeft)
+			s.orphan(ev)
 			return
 		}
 		<-ev.done
+		cs.cur.Store(nil)
 		if !ev.reusable.Load() || !ev.bodyDone.Load() {
 			return
 		}
+	}
+}
+
+// runner runs the handlers of one connection's events, one at a time.
+func (s *Server) runner(events <-chan *event) {
+	for ev := range events {
+		ev.run()
+	}
+}
+
+// orphan records a handler still running after its connection ended,
+// until it returns.
+func (s *Server) orphan(ev *event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-ev.done:
+	default:
+		s.orphans[ev] = struct{}{}
 	}
 }
 
@@ -238,42 +282,34 @@ type event struct {
 	hdr    *pluginv1.EventHeader
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	stop   func() bool // stops the context watch
 
 	body     io.Reader
 	pipe     *io.PipeReader // the streamed body's reader, or nil
 	bodyDone atomic.Bool    // the request body was read to its END
 	waiting  atomic.Int64   // since when (unix ns) the pump waits for the handler; 0: it does not
 
-	state    atomic.Int32 // eventRunning, eventAbandoned or eventDone
-	reusable atomic.Bool  // set before done: the reply went out whole
+	reusable atomic.Bool // set before done: the reply went out whole
 	done     chan struct{}
 }
 
-const (
-	eventRunning int32 = iota
-	eventAbandoned
-	eventDone
-)
-
-// start prepares the event a header opens.
+// start prepares the event a header opens: its context ends at its
+// deadline, or when the node abandons it.
 func (s *Server) start(c net.Conn, hdr *pluginv1.EventHeader) *event {
-	ctx, cancel := context.WithCancelCause(s.base)
-	ev := &event{s: s, c: c, hdr: hdr, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	ev := &event{s: s, c: c, hdr: hdr, done: make(chan struct{})}
 	if d := Timeout(hdr.TimeoutMs); d > 0 {
-		var cancelTimeout context.CancelFunc
-		ev.ctx, cancelTimeout = context.WithTimeout(ctx, d)
-		inner := ev.cancel
-		ev.cancel = func(cause error) { inner(cause); cancelTimeout() }
+		var cancel context.CancelFunc
+		ev.ctx, cancel = context.WithTimeoutCause(s.base, d, context.DeadlineExceeded)
+		ev.cancel = func(error) { cancel() }
+		// A deadline passes; an abandoned event is canceled with its
+		// reason, which needs a cause of its own.
+		inner := ev.ctx
+		var causeCancel context.CancelCauseFunc
+		ev.ctx, causeCancel = context.WithCancelCause(inner)
+		ev.cancel = func(cause error) { causeCancel(cause); cancel() }
+	} else {
+		ev.ctx, ev.cancel = context.WithCancelCause(s.base)
 	}
 	s.running.Add(1)
-	// An event that ends (abandoned by the node, or past its deadline)
-	// while its handler still runs counts as abandoned until it returns.
-	ev.stop = context.AfterFunc(ev.ctx, func() {
-		if ev.state.CompareAndSwap(eventRunning, eventAbandoned) {
-			s.abandoned.Add(1)
-		}
-	})
 	return ev
 }
 
@@ -356,18 +392,16 @@ func (ev *event) run() {
 	if ev.pipe != nil {
 		ev.pipe.CloseWithError(ErrHandlerDone)
 	}
-	if ev.stop() || ev.state.Load() == eventRunning {
-		ev.state.Store(eventDone)
-	} else if ev.state.Swap(eventDone) == eventAbandoned {
-		s.abandoned.Add(-1)
-	}
 	s.running.Add(-1)
 	s.served.Add(1)
 	// The connection can carry another event if the reply went out whole
 	// (and, serveConn checks, the request body reached its END).
 	ev.reusable.Store(err == nil)
 	ev.cancel(context.Canceled)
+	s.mu.Lock()
+	delete(s.orphans, ev)
 	close(ev.done)
+	s.mu.Unlock()
 }
 
 // writeResponse writes a handler's answer: its header, then its body.

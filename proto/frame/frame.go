@@ -122,24 +122,28 @@ func AppendEnd(b []byte, trailer proto.Message) []byte {
 }
 
 // bufPool holds the buffers bodies are copied through: one DATA frame and
-// its overhead.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxOverhead+Chunk); return &b }}
+// its overhead. smallPool holds the buffers a message with a small body
+// (or none) is written from: most events need no more.
+var (
+	bufPool   = sync.Pool{New: func() any { b := make([]byte, MaxOverhead+Chunk); return &b }}
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+)
+
+// smallBuf is the size of smallPool's buffers.
+const smallBuf = 2 << 10
 
 // readerPool holds the bufio.Readers that Readers read streams through.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
 
 // WriteMsg writes m as one HEADER frame in a single Write.
 func WriteMsg(w io.Writer, m proto.Message) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	bp := smallPool.Get().(*[]byte)
+	defer smallPool.Put(bp)
 	b, err := AppendMsg((*bp)[:0], TypeHeader, m)
 	if err != nil {
 		return err
 	}
 	_, err = w.Write(b)
-	if cap(b) > cap(*bp) && cap(b) <= 4*(MaxOverhead+Chunk) {
-		*bp = b[:0]
-	}
 	return err
 }
 
@@ -159,8 +163,13 @@ const SmallBody = Chunk
 // END frame carrying fail(err), so the receiver never mistakes it for a
 // complete one, and WriteMessage returns that error.
 func WriteMessage(w io.Writer, hdr proto.Message, body io.Reader, size int64, fail Fail) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	small := body == nil || size == 0 || size > 0 && size <= SmallBody
+	pool := &bufPool
+	if small && size+int64(proto.Size(hdr))+2*MaxOverhead <= smallBuf {
+		pool = &smallPool
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	buf, err := AppendMsg((*bp)[:0], TypeHeader, hdr)
 	if err != nil {
 		return err
@@ -169,7 +178,7 @@ func WriteMessage(w io.Writer, hdr proto.Message, body io.Reader, size int64, fa
 		_, err = w.Write(buf)
 		return err
 	}
-	if size > 0 && size <= SmallBody && len(buf)+MaxOverhead+int(size)+MaxOverhead <= cap(buf) {
+	if small && len(buf)+MaxOverhead+int(size)+MaxOverhead <= cap(buf) {
 		hdrLen := len(buf)
 		buf = AppendHeader(buf, TypeData, int(size))
 		start := len(buf)
@@ -199,6 +208,9 @@ func WriteMessage(w io.Writer, hdr proto.Message, body io.Reader, size int64, fa
 	}
 	if _, err := w.Write(buf); err != nil {
 		return err
+	}
+	if pool == &smallPool {
+		return CopyBody(w, body, size, fail)
 	}
 	return copyBody(w, body, size, *bp, fail)
 }
@@ -279,7 +291,8 @@ func failBody(w io.Writer, cause error, fail Fail) error {
 type Reader struct {
 	br        *bufio.Reader
 	maxHeader int
-	scratch   []byte // payload buffer for messages, reused
+	scratch   []byte    // payload buffer for messages, reused
+	first     firstByte // the byte WaitAttach waited for
 
 	// Trailer turns the payload of an END frame that carries one into the
 	// body's error. Without it such a body fails with a generic error.
@@ -302,12 +315,17 @@ func NewReader(r io.Reader, maxHeader int) *Reader {
 // Release gives the Reader's buffer back to the pool; the Reader must not
 // be used afterwards, unless Attach gives it a buffer again.
 func (fr *Reader) Release() {
+	fr.detach()
+	fr.scratch = nil
+}
+
+// detach gives the buffer back to the pool.
+func (fr *Reader) detach() {
 	if fr.br != nil {
 		fr.br.Reset(nil)
 		readerPool.Put(fr.br)
 		fr.br = nil
 	}
-	fr.scratch = nil
 }
 
 // Detach gives the Reader's buffer back to the pool while the stream is
@@ -320,7 +338,10 @@ func (fr *Reader) Detach() bool {
 	if fr.br.Buffered() > 0 {
 		return false
 	}
-	fr.Release()
+	fr.detach()
+	if cap(fr.scratch) > 1<<10 {
+		fr.scratch = nil // a rare large message's buffer
+	}
 	return true
 }
 
@@ -330,6 +351,38 @@ func (fr *Reader) Attach(r io.Reader) {
 		fr.br = readerPool.Get().(*bufio.Reader)
 		fr.br.Reset(r)
 	}
+}
+
+// WaitAttach waits, without a buffer, until r has something to read, then
+// gives a detached Reader a pooled buffer reading r (the byte it waited
+// for first). It returns r's error if r ends instead. An idle stream
+// waiting for its next message thus holds no buffer.
+func (fr *Reader) WaitAttach(r io.Reader) error {
+	if fr.br != nil {
+		return nil
+	}
+	if _, err := io.ReadFull(r, fr.first.b[:]); err != nil {
+		return err
+	}
+	fr.first.r, fr.first.used = r, false
+	fr.Attach(&fr.first)
+	return nil
+}
+
+// firstByte yields one byte read ahead, then reads from r.
+type firstByte struct {
+	b    [1]byte
+	used bool
+	r    io.Reader
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	if !f.used && len(p) > 0 {
+		f.used = true
+		p[0] = f.b[0]
+		return 1, nil
+	}
+	return f.r.Read(p)
 }
 
 // Buffered returns how many bytes are read from the stream and not yet
@@ -354,17 +407,32 @@ func (fr *Reader) next() (byte, uint64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	n, err := binary.ReadUvarint(fr.br)
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, 0, err
-		}
-		return 0, 0, fmt.Errorf("%w: frame length: %v", ErrMalformed, err)
+	n, err := readUvarint(fr.br)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
-	return t, n, nil
+	return t, n, err
+}
+
+// readUvarint reads a uvarint, returning the reader's errors as they are
+// (a read deadline stays a timeout) and ErrMalformed for one that
+// overflows 64 bits.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	for i, shift := 0, uint(0); i < binary.MaxVarintLen64; i, shift = i+1, shift+7 {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				break
+			}
+			return x | uint64(b)<<shift, nil
+		}
+		x |= uint64(b&0x7f) << shift
+	}
+	return 0, fmt.Errorf("%w: frame length overflows 64 bits", ErrMalformed)
 }
 
 // payload reads a message payload of n bytes, refusing one over the limit
