@@ -117,13 +117,22 @@ func (r *runner) runTraffic(ctx context.Context) error {
 		}
 		eps[tRestpipe] = endpoint{small: "http://" + cl.http + "/server/time", echo: "http://" + cl.http + "/server/echo"}
 	}
+	// The processes each target's events cross, for CPU per event (b).
+	procs := map[string][]cpuProc{tDirect: {{"direct server", direct.pid(), false}}}
+	if withRestpipe {
+		procs[tRestpipe] = []cpuProc{{"client node", cl.pid(), false}, {"server node", srv.pid(), false}}
+		if pid, err := pluginPID(ctx, srv.http, "time"); err == nil {
+			procs[tRestpipe] = append(procs[tRestpipe], cpuProc{"time plugin", pid, false})
+		}
+	}
 	if o.want("e") {
-		fwd, err := r.startSSHPeer(ctx)
+		peer, err := r.startSSHPeer(ctx)
 		if err != nil {
 			r.res.note("e. ssh -R: %v", err)
 		} else {
 			targets = append(targets, tSSH)
-			eps[tSSH] = endpoint{small: "http://" + fwd + "/time", echo: "http://" + fwd + "/echo"}
+			eps[tSSH] = endpoint{small: "http://" + peer.fwd + "/time", echo: "http://" + peer.fwd + "/echo"}
+			procs[tSSH] = []cpuProc{{"ssh", peer.ssh, false}, {"sshd", peer.sshd, true}, {"origin", peer.origin, false}}
 		}
 	}
 
@@ -164,10 +173,17 @@ func (r *runner) runTraffic(ctx context.Context) error {
 		}
 		if scen["b"] {
 			for _, t := range targets {
+				before := cpuOf(procs[t])
 				res, err := r.load(ctx, t, round, "b", eps[t], loadSpec{mode: "small", url: eps[t].small, concurrency: 64, duration: o.duration, warmup: warm})
+				after := cpuOf(procs[t])
 				if err == nil && res.Requests > 0 {
 					r.res.add("b.eps", t, round, res.EventsPerSec)
 					r.res.add("b.p99", t, round, res.P99us)
+					// CPU over warm-up and measurement, per event of both.
+					events := res.EventsPerSec * (warm + o.duration).Seconds()
+					for i, p := range procs[t] {
+						r.res.add("b.cpu "+p.name, t, round, float64(after[i]-before[i])/float64(time.Microsecond)/events)
+					}
 				}
 			}
 		}
@@ -268,4 +284,26 @@ func (l loadResult) summary(mode string) string {
 		return fmt.Sprintf("%.1f MB/s (%d MiB in %.2fs), %d errors", l.BytesPerSec/1e6, l.Bytes>>20, l.Seconds, l.Errors)
 	}
 	return fmt.Sprintf("p50 %.0fµs p99 %.0fµs %.0f events/s, %d errors", l.P50us, l.P99us, l.EventsPerSec, l.Errors)
+}
+
+// cpuProc is a process whose CPU time the bench reads: with tree, its
+// descendants' too (sshd serves a connection in a child).
+type cpuProc struct {
+	name string
+	pid  int
+	tree bool
+}
+
+// cpuOf returns the CPU time (user and system) each process has used.
+func cpuOf(ps []cpuProc) []time.Duration {
+	out := make([]time.Duration, len(ps))
+	for i, p := range ps {
+		out[i] = procCPU(p.pid)
+		if p.tree {
+			for _, d := range descendants(p.pid) {
+				out[i] += procCPU(d)
+			}
+		}
+	}
+	return out
 }

@@ -20,41 +20,42 @@ import (
 // `ssh -N -R 0:127.0.0.1:<origin>` to it, which exposes the origin on a
 // port sshd picks on 127.0.0.1. It returns that forwarded address, or an
 // error wrapping errSkipped saying why ssh cannot run here.
-func (r *runner) startSSHPeer(ctx context.Context) (string, error) {
+func (r *runner) startSSHPeer(ctx context.Context) (sshPeer, error) {
+	var none sshPeer
 	sshd, ssh, keygen, err := r.findSSH(ctx)
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	dir := filepath.Join(r.work, "ssh")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+		return none, err
 	}
 	hostKey, userKey := filepath.Join(dir, "host_key"), filepath.Join(dir, "user_key")
 	for _, k := range []string{hostKey, userKey} {
 		if b, err := exec.CommandContext(ctx, keygen, "-q", "-t", "ed25519", "-N", "", "-C", "restpipe-bench", "-f", k).CombinedOutput(); err != nil {
-			return "", fmt.Errorf("ssh-keygen: %v: %s", err, b)
+			return none, fmt.Errorf("ssh-keygen: %v: %s", err, b)
 		}
 	}
 	pub, err := os.ReadFile(userKey + ".pub")
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	authKeys := filepath.Join(dir, "authorized_keys")
 	if err := os.WriteFile(authKeys, pub, 0o600); err != nil {
-		return "", err
+		return none, err
 	}
 	port, err := freePort()
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	hostPub, err := os.ReadFile(hostKey + ".pub")
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	fields := strings.Fields(string(hostPub))
 	knownHosts := filepath.Join(dir, "known_hosts")
 	if err := os.WriteFile(knownHosts, fmt.Appendf(nil, "[127.0.0.1]:%d %s %s\n", port, fields[0], fields[1]), 0o600); err != nil {
-		return "", err
+		return none, err
 	}
 	config := filepath.Join(dir, "sshd_config")
 	conf := fmt.Sprintf(`ListenAddress 127.0.0.1
@@ -72,31 +73,31 @@ PidFile %s
 LogLevel INFO
 `, port, hostKey, authKeys, filepath.Join(dir, "sshd.pid"))
 	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
-		return "", err
+		return none, err
 	}
 	// sshd running as root wants its privilege separation directory.
 	if os.Geteuid() == 0 {
 		if _, err := os.Stat("/run/sshd"); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-				return "", fmt.Errorf("%w: sshd needs /run/sshd: %v", errSkipped, err)
+				return none, fmt.Errorf("%w: sshd needs /run/sshd: %v", errSkipped, err)
 			}
 		}
 	}
 
-	_, originAddr, err := r.startDirect(ctx, "origin (plain HTTP, behind ssh -R)", true)
+	origin, originAddr, err := r.startDirect(ctx, "origin (plain HTTP, behind ssh -R)", true)
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	d, err := r.procs.start("sshd", sshd, []string{"-D", "-e", "-f", config}, startOpts{})
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	if err := waitDial(ctx, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
-		return "", fmt.Errorf("sshd does not listen: %v\n%s", err, d.tail(10))
+		return none, fmt.Errorf("sshd does not listen: %v\n%s", err, d.tail(10))
 	}
 	me, err := user.Current()
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	_, originPort, _ := net.SplitHostPort(originAddr)
 	args := []string{"-N", "-F", "/dev/null", "-i", userKey, "-p", fmt.Sprint(port),
@@ -107,19 +108,25 @@ LogLevel INFO
 		me.Username + "@127.0.0.1"}
 	c, err := r.procs.start("ssh -R", ssh, args, startOpts{})
 	if err != nil {
-		return "", err
+		return none, err
 	}
 	allocated := regexp.MustCompile(`Allocated port (\d+) for remote forward`)
 	l, err := c.waitLog(ctx, 0, 20*time.Second, "", func(l logLine) bool { return allocated.MatchString(l.msg()) })
 	if err != nil {
-		return "", fmt.Errorf("ssh -R: %v\n%s%s", err, c.tail(10), d.tail(10))
+		return none, fmt.Errorf("ssh -R: %v\n%s%s", err, c.tail(10), d.tail(10))
 	}
 	fwd := "127.0.0.1:" + allocated.FindStringSubmatch(l.msg())[1]
 	if err := getOK(ctx, "http://"+fwd+"/time"); err != nil {
-		return "", fmt.Errorf("through ssh -R: %v\n%s%s", err, c.tail(10), d.tail(10))
+		return none, fmt.Errorf("through ssh -R: %v\n%s%s", err, c.tail(10), d.tail(10))
 	}
 	fmt.Fprintf(r.log, "ssh -R peer: sshd on 127.0.0.1:%d forwards %s to the origin at %s\n", port, fwd, originAddr)
-	return fwd, nil
+	return sshPeer{fwd: fwd, ssh: c.pid(), sshd: d.pid(), origin: origin.pid()}, nil
+}
+
+// sshPeer is a running ssh -R: the forwarded address and its processes.
+type sshPeer struct {
+	fwd               string
+	ssh, sshd, origin int // sshd serves the connection in a child process
 }
 
 // findSSH returns the paths of sshd, ssh and ssh-keygen, installing

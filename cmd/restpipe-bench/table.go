@@ -181,6 +181,49 @@ func (r *results) rows(o *options) []row {
 		cmp("b. small GET, c=64, throughput", "b.eps", tRestpipe, fmtRate, "> 0.55x", gt(0.55))
 		cmp("b. small GET, c=64, p99 latency", "b.p99", tRestpipe, fmtMicros, "reported", nil)
 	}
+	if o.want("b") {
+		// CPU per event: restpipe's two nodes against ssh's two processes
+		// (each side's handler process, the plugin and the origin, apart).
+		cpu := func(who string, names ...string) (float64, string, bool) {
+			var total float64
+			var parts []string
+			for _, n := range names {
+				v, ok := r.median("b.cpu "+n, who)
+				if !ok {
+					return 0, "", false
+				}
+				total += v
+				parts = append(parts, fmt.Sprintf("%s %.0f", n, v))
+			}
+			return total, strings.Join(parts, " + "), true
+		}
+		rp, rpParts, ok1 := cpu(tRestpipe, "client node", "server node")
+		sh, shParts, ok2 := cpu(tSSH, "ssh", "sshd")
+		if ok1 {
+			rw := row{figure: "b. CPU per event at c=64, the two tunnel ends", measured: fmt.Sprintf("%.0f µs", rp), baseline: "—", ratio: "—",
+				goal: "< sshd + ssh", result: "n/a"}
+			if ok2 {
+				rw.baseline = fmt.Sprintf("%.0f µs (ssh)", sh)
+				rw.ratio = fmt.Sprintf("%.2fx", rp/sh)
+				rw.result = verdict(rp < sh)
+			}
+			rows = append(rows, rw)
+			line := "b. CPU µs per event at c=64 (utime+stime over warm-up and measurement): restpipe " + rpParts
+			if v, ok := r.median("b.cpu time plugin", tRestpipe); ok {
+				line += fmt.Sprintf(", time plugin %.0f", v)
+			}
+			if ok2 {
+				line += "; ssh -R " + shParts
+				if v, ok := r.median("b.cpu origin", tSSH); ok {
+					line += fmt.Sprintf(", origin %.0f", v)
+				}
+			}
+			if v, ok := r.median("b.cpu direct server", tDirect); ok {
+				line += fmt.Sprintf("; direct server %.0f", v)
+			}
+			r.notes = append(r.notes, line)
+		}
+	}
 	if o.want("c") {
 		cmp("c. "+size+" echo, up and back at once", "c.mbps", tRestpipe, fmtMBps, "> 0.6x", gt(0.6))
 		base, okB := r.max("c.rss", "direct server")

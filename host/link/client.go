@@ -160,7 +160,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 	}
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
-	tc := tls.Client(conn, c.cfg.TLS())
+	tc := tls.Client(&batchConn{Conn: conn}, c.cfg.TLS())
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", c.cfg.Addr, err)

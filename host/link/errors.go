@@ -32,6 +32,9 @@ var (
 	// size, an event out of sequence).
 	ErrProtocol = errors.New("peer broke the link protocol")
 
+	// errConnClosed fails writes to a link's connection after it closed.
+	errConnClosed = errors.New("link connection closed")
+
 	// ErrNotConnected is returned by Lookup when no session for the name
 	// registered before the context ended.
 	ErrNotConnected = errors.New("peer not connected")

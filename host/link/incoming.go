@@ -56,6 +56,7 @@ func (s *Session) serve() {
 	}
 	s.cancel(s.Err())
 	s.wg.Wait()
+	s.conn.wait()
 }
 
 // serveStream serves the events of one stream the peer opened, one after

@@ -255,7 +255,7 @@ func (s *Server) handshake(conn net.Conn) (*Session, error) {
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
-	tc := tls.Server(conn, s.tls)
+	tc := tls.Server(&batchConn{Conn: conn}, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}

@@ -40,7 +40,8 @@ type Session struct {
 	rtt0     time.Duration // the round trip measured in the hello
 	window   uint32        // this side's stream receive window
 
-	mux *yamux.Session
+	mux  *yamux.Session
+	conn *muxConn // under mux
 
 	// ctx ends when the session does; it is the parent of the contexts of
 	// the events the peer sends.
@@ -90,13 +91,13 @@ func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer 
 		done:     make(chan struct{}),
 	}
 	s.rtt.Store(int64(h.rtt))
-	conn := &muxConn{Conn: tc, in: &s.bytesIn, out: &s.bytesOut}
+	s.conn = newMuxConn(tc, &s.bytesIn, &s.bytesOut)
 	yc := ymx.get(s.window)
 	var err error
 	if server {
-		s.mux, err = yamux.Server(conn, yc)
+		s.mux, err = yamux.Server(s.conn, yc)
 	} else {
-		s.mux, err = yamux.Client(conn, yc)
+		s.mux, err = yamux.Client(s.conn, yc)
 	}
 	if err != nil {
 		cancel(err)

@@ -54,7 +54,7 @@ const (
 	MaxData = 1 << 24
 
 	// Chunk is the payload size of the DATA frames this package writes.
-	Chunk = 32 << 10
+	Chunk = 64 << 10
 
 	// MaxOverhead is the most a frame adds to its payload: a type byte and
 	// a uvarint of at most 10 bytes.
