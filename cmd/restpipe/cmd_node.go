@@ -65,7 +65,8 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.StringVar(&cfg.StatsD, "statsd", "", "also send metrics to a StatsD server at `host:port` (UDP; default: off)")
 	fs.StringVar(&cfg.StatsDPrefix, "statsd-prefix", "restpipe", "`prefix` of the StatsD metric names")
 	fs.StringVar(&cfg.PluginsDir, "plugins", "", "`directory` of handler plugins: every executable file in it is one (default: none)")
-	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment)")
+	fs.Var(cfg.PluginConfig, "plugin-config", "a plugin setting, `NAME.KEY=VALUE` (repeatable; comma-separated in the environment); VALUE @FILE reads it from FILE (for secrets: a command line is readable by every local user)")
+	fs.Var(&cfg.PluginEnv, "plugin-env", "give plugins this `NAME` from the node's environment, or NAME=VALUE (repeatable); plugins get only PATH, HOME, the locale, TZ, TMPDIR and Python's variables otherwise")
 	fs.StringVar(&nf.checksumsFile, "plugin-checksums", "", "pin plugins: a sha256sum-format `file`; only files listed there with that hash are started")
 	fs.BoolVar(&cfg.PluginMTLS, "plugin-mtls", false, "secure each plugin's connection with go-plugin's automatic mTLS; off by default, as each plugin's Unix socket sits in a private 0700 directory")
 	fs.IntVar(&cfg.PluginGOMAXPROCS, "plugin-gomaxprocs", plugins.DefaultConfig().GOMAXPROCS, "GOMAXPROCS of plugin processes; 0 leaves Go's default (a GOMAXPROCS in the environment wins)")
@@ -143,6 +144,10 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 		return err
 	}
 	cfg.Logger = log
+	if err := cfg.PluginConfig.readFiles(); err != nil {
+		return err
+	}
+	cfg.PluginEnvGetenv = getenv
 	setGOMAXPROCS(nf.gomaxprocs, getenv, log)
 	n, err := newNode(cfg)
 	if err != nil {

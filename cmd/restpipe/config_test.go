@@ -423,3 +423,32 @@ func TestConfigDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginSettingFromFile checks that a plugin setting written @FILE is
+// read from the file (for secrets), and @@ escapes a literal @.
+func TestPluginSettingFromFile(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "token")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pc := pluginConfigFlag{}
+	for _, v := range []string{"files.token=@" + secret, "files.mail=@@home", "files.root=/srv"} {
+		if err := pc.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pc.readFiles(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"token": "s3cret", "mail": "@home", "root": "/srv"}
+	for k, v := range want {
+		if pc["files"][k] != v {
+			t.Errorf("files.%s = %q, want %q", k, pc["files"][k], v)
+		}
+	}
+	bad := pluginConfigFlag{"files": {"token": "@" + filepath.Join(dir, "missing")}}
+	if err := bad.readFiles(); err == nil || !strings.Contains(err.Error(), "files.token") {
+		t.Errorf("a missing secret file = %v, want an error naming the setting", err)
+	}
+}

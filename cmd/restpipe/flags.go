@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -122,4 +123,61 @@ func (p pluginConfigFlag) Set(v string) error {
 		p[name][key] = value
 	}
 	return nil
+}
+
+// readFiles replaces each setting whose value is @FILE by the contents of
+// FILE (without a final newline), so that secrets need not sit on a
+// command line (readable by every local user in /proc/PID/cmdline) or in
+// the configuration file. @@ starts a value that is a literal @.
+func (p pluginConfigFlag) readFiles() error {
+	for name, kv := range p {
+		for k, v := range kv {
+			switch {
+			case strings.HasPrefix(v, "@@"):
+				kv[k] = v[1:]
+			case strings.HasPrefix(v, "@"):
+				b, err := os.ReadFile(v[1:])
+				if err != nil {
+					return fmt.Errorf("plugin setting %s.%s: %w", name, k, err)
+				}
+				kv[k] = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+			}
+		}
+	}
+	return nil
+}
+
+// envFlag collects --plugin-env NAME or NAME=VALUE entries.
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, ",") }
+
+// Set adds one entry, or several separated by commas.
+func (e *envFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(item, "=")
+		if name == "" || strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("%q: want NAME or NAME=VALUE", item)
+		}
+		*e = append(*e, item)
+	}
+	return nil
+}
+
+// resolve returns the entries as NAME=VALUE, taking a bare NAME's value
+// from getenv (and leaving it out when unset).
+func (e envFlag) resolve(getenv func(string) string) []string {
+	var out []string
+	for _, item := range e {
+		if strings.Contains(item, "=") {
+			out = append(out, item)
+		} else if v := getenv(item); v != "" {
+			out = append(out, item+"="+v)
+		}
+	}
+	return out
 }

@@ -69,6 +69,11 @@ type nodeConfig struct {
 	PluginsDir string
 	// PluginConfig is each plugin's configuration, by plugin file name.
 	PluginConfig pluginConfigFlag
+	// PluginEnv adds to the plugins' environment (see plugins.PassEnv for
+	// what they get otherwise), read with PluginEnvGetenv (default
+	// os.Getenv).
+	PluginEnv       envFlag
+	PluginEnvGetenv func(string) string
 	// Checksums pins plugins when not nil (see plugins.Config).
 	Checksums map[string][]byte
 
@@ -123,6 +128,11 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		pc.Routes = n.table
 		pc.Logger = cfg.Logger.Named("plugins")
 		pc.PluginConfig = cfg.PluginConfig
+		getenv := cfg.PluginEnvGetenv
+		if getenv == nil {
+			getenv = os.Getenv
+		}
+		pc.Env = append(plugins.EnvFrom(plugins.PassEnv, getenv), cfg.PluginEnv.resolve(getenv)...)
 		pc.Checksums = cfg.Checksums
 		pc.Observer = n.metrics
 		pc.AutoMTLS = cfg.PluginMTLS

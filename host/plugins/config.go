@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -63,8 +64,16 @@ type Config struct {
 	Observer Observer
 
 	// PluginConfig is each plugin's configuration, by plugin file name,
-	// passed to the plugin before its first event.
+	// passed to the plugin before its first event. A plugin receives its
+	// own only.
 	PluginConfig map[string]map[string]string
+
+	// Env is the environment of every plugin process, as NAME=VALUE
+	// entries, besides go-plugin's own variables: plugins do not inherit
+	// the node's environment (it may hold secrets, such as other
+	// plugins' settings in RESTPIPE_PLUGIN_CONFIG). Default: the node's
+	// values of PassEnv.
+	Env []string
 
 	// Checksums, when not nil, pins plugins: only files listed here (by
 	// file name) whose sha256 matches are started; any other is refused
@@ -115,6 +124,23 @@ type Config struct {
 	DrainTimeout time.Duration
 }
 
+// PassEnv names the variables of the node's environment a plugin gets by
+// default: what programs and interpreters need to run, nothing of the
+// node's own configuration.
+var PassEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES",
+	"TZ", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
+// EnvFrom returns the NAME=VALUE entries of names that getenv has.
+func EnvFrom(names []string, getenv func(string) string) []string {
+	var env []string
+	for _, n := range names {
+		if v := getenv(n); v != "" {
+			env = append(env, n+"="+v)
+		}
+	}
+	return env
+}
+
 // DefaultConfig returns the defaults; Dir and Routes must still be set.
 func DefaultConfig() Config {
 	return Config{
@@ -153,6 +179,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.Env == nil {
+		c.Env = EnvFrom(PassEnv, os.Getenv)
+	}
+	for _, e := range c.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("plugins: Env entry %q is not NAME=VALUE", e)
+		}
 	}
 	for _, f := range []struct {
 		v   *time.Duration

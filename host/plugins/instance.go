@@ -5,10 +5,10 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,8 +105,10 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 		RunnerFunc: func(l hclog.Logger, c *exec.Cmd, dir string) (runner.Runner, error) {
 			socketDir = dir
 			cmd := exec.Command(path)
-			cmd.Env = append(c.Env, pluginsdkLogLevel+"="+levelName(m.log))
-			if m.cfg.GOMAXPROCS > 0 && os.Getenv("GOMAXPROCS") == "" {
+			// go-plugin's variables (SkipHostEnv: none of the node's),
+			// then the plugin's environment.
+			cmd.Env = append(append(c.Env, m.cfg.Env...), pluginsdkLogLevel+"="+levelName(m.log))
+			if m.cfg.GOMAXPROCS > 0 && !hasEnv(m.cfg.Env, "GOMAXPROCS") {
 				cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(m.cfg.GOMAXPROCS))
 			}
 			r, err := newProcRunner(l, cmd)
@@ -120,6 +122,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 		// directory for its socket (removed when the plugin is killed):
 		// what Config.AutoMTLS's default relies on.
 		AutoMTLS:     m.cfg.AutoMTLS,
+		SkipHostEnv:  true,
 		StartTimeout: m.cfg.StartTimeout,
 		Logger:       m.log,
 		SyncStdout:   newLineLogger(log, "stdout"),
@@ -196,6 +199,16 @@ var (
 	// errBadPlugin marks a plugin whose description cannot be routed.
 	errBadPlugin = errors.New("plugin description refused")
 )
+
+// hasEnv reports whether env sets name.
+func hasEnv(env []string, name string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, name+"=") {
+			return true
+		}
+	}
+	return false
+}
 
 // pluginsdkLogLevel is the environment variable telling a plugin the node's
 // log level (pluginsdk.LogLevelEnv; the host does not import the SDK).

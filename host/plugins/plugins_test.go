@@ -3,6 +3,7 @@ package plugins
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -363,6 +364,44 @@ func TestPluginConfigReachesThePlugin(t *testing.T) {
 	_, b, err := e.call(context.Background(), "get", "files", nil, "hello.txt")
 	if err != nil || string(b) != "hello from the root" {
 		t.Errorf("get_files hello.txt = %q, %v", b, err)
+	}
+}
+
+// TestPluginEnvironmentIsItsOwn checks a plugin sees none of the node's
+// environment (which may hold secrets, other plugins' settings among
+// them), only what Config.Env gives it and go-plugin's own variables.
+func TestPluginEnvironmentIsItsOwn(t *testing.T) {
+	t.Setenv("RESTPIPE_PLUGIN_CONFIG", "other.token=s3cret")
+	t.Setenv("NODE_SECRET", "s3cret")
+	e := newEnv(t, func(c *Config) { c.Env = []string{"PATH=/usr/bin:/bin", "GIVEN=yes"} })
+	e.install(bin("misbehave"), "envy")
+	e.start()
+	e.waitState("envy", StateRunning, 5*time.Second)
+	rep, err := e.table.Handle(context.Background(), &host.Event{ID: "t", Verb: "get", Noun: "envy/env", Query: map[string][]string{"name": {"GIVEN"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(readAll(rep))
+	rep.Close()
+	var got struct {
+		Names []string `json:"names"`
+		Value string   `json:"value"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if got.Value != "yes" {
+		t.Errorf("GIVEN = %q in the plugin, want yes", got.Value)
+	}
+	for _, n := range got.Names {
+		switch {
+		case n == "NODE_SECRET", n == "RESTPIPE_PLUGIN_CONFIG":
+			t.Errorf("the plugin sees the node's %s", n)
+		case n == "PATH", n == "GIVEN", n == "GOMAXPROCS", n == pluginsdkLogLevel,
+			strings.HasPrefix(n, "PLUGIN_"), n == "RESTPIPE_PLUGIN":
+		default:
+			t.Errorf("the plugin's environment holds %s, which nobody gave it", n)
+		}
 	}
 }
 

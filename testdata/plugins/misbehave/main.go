@@ -14,7 +14,8 @@
 //	                 its context), print (writes to stdout and to file
 //	                 descriptor 1), slow (?ms=N, or until canceled, which
 //	                 it logs with the event id), post echo, and peers
-//	                 (the peer events it received, in order)
+//	                 (the peer events it received, in order), env (its
+//	                 environment's names, and ?name='s value)
 package main
 
 import (
@@ -92,6 +93,16 @@ func main() {
 			p.Logger().Info("slow event canceled", "id", ev.ID, "error", ctx.Err())
 			return nil, ctx.Err()
 		}
+	})
+	// The names of the variables in the plugin's environment, and the
+	// value of ?name=.
+	p.Handle("get", name+"/env", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		var names []string
+		for _, e := range os.Environ() {
+			k, _, _ := strings.Cut(e, "=")
+			names = append(names, k)
+		}
+		return pluginsdk.JSON(map[string]any{"names": names, "value": os.Getenv(ev.QueryValue("name"))}), nil
 	})
 	// Peer events, as received, in order.
 	var (
