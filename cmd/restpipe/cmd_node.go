@@ -57,6 +57,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 		fs.StringVar(&nf.serverName, "server-name", "", "`name` to verify in the server's certificate (default: the host part of --server)")
 	}
 	fs.StringVar(&cfg.HTTP, "http", defaultHTTP, "`address` of the local REST gateway: host:port, or unix:/path/to.sock")
+	fs.IntVar(&cfg.HTTPMaxConns, "http-max-conns", defaultHTTPMaxConns, "most local connections served at once; a new caller beyond it closes the connection idle the longest (or waits, when none is idle)")
 	fs.DurationVar(&cfg.EventTimeout, "event-timeout", 30*time.Second, "deadline of an event whose caller sets no X-Event-Timeout")
 	fs.DurationVar(&cfg.PeerWait, "peer-wait", 10*time.Second, "how long an event waits for its peer to connect (within its deadline)")
 	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest request body in `bytes`; 0 means no limit")

@@ -40,8 +40,10 @@ type nodeConfig struct {
 	Server     string
 	ServerName string
 
-	// HTTP is the gateway's address: host:port, or unix:/path.
-	HTTP string
+	// HTTP is the gateway's address: host:port, or unix:/path; at most
+	// HTTPMaxConns local connections are served at once (0: 4096).
+	HTTP         string
+	HTTPMaxConns int
 	// EventTimeout is an event's deadline when the caller sets none;
 	// PeerWait bounds the wait for an absent peer; MaxBody bounds request
 	// bodies (0: no limit).
@@ -82,6 +84,9 @@ type nodeConfig struct {
 	StatsD       string
 	StatsDPrefix string
 }
+
+// defaultHTTPMaxConns is --http-max-conns' default.
+const defaultHTTPMaxConns = 4096
 
 // node is one running restpipe node: its gateway, its link, its route
 // table and plugins. It owns them all and stops them in order.
@@ -191,10 +196,14 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		return nil, err
 	}
 	n.metrics.SetSnapshot(n.snapshot)
-	if n.httpLn, err = gateway.Listen(cfg.HTTP, 4096); err != nil {
+	maxConns := cfg.HTTPMaxConns
+	if maxConns == 0 {
+		maxConns = defaultHTTPMaxConns
+	}
+	if n.httpLn, err = gateway.Listen(cfg.HTTP, maxConns); err != nil {
 		return nil, fmt.Errorf("listen for local HTTP: %w", err)
 	}
-	n.http = n.gateway.HTTPServer()
+	n.http = n.gateway.HTTPServer(n.httpLn)
 	if cfg.Pprof != "" {
 		if n.pprofLn, err = net.Listen("tcp", cfg.Pprof); err != nil {
 			return nil, fmt.Errorf("listen for --pprof: %w", err)

@@ -10,14 +10,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/net/netutil"
 )
 
 // Listen opens the gateway's listener on addr: "unix:/path/to.sock" for a
 // Unix socket (mode 0660; a stale socket file left by a dead node is
 // replaced, a live one is an error), anything else a TCP address. At most
-// maxConns connections are served at once (0: no limit); further ones wait
-// in the kernel's accept queue.
+// maxConns connections are served at once (0: no limit): a new caller
+// beyond it sheds the connection idle the longest, or, when none is idle,
+// waits in the kernel's accept queue (see limitListener; serve the
+// listener with HTTPServer, which reports idleness to it).
 func Listen(addr string, maxConns int) (net.Listener, error) {
 	var ln net.Listener
 	var err error
@@ -30,7 +31,7 @@ func Listen(addr string, maxConns int) (net.Listener, error) {
 		return nil, err
 	}
 	if maxConns > 0 {
-		ln = netutil.LimitListener(ln, maxConns)
+		ln = newLimitListener(ln, maxConns)
 	}
 	return ln, nil
 }
@@ -62,12 +63,18 @@ func listenUnix(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// HTTPServer returns the http.Server to serve g with: headers must arrive
-// within 10s and stay under 1 MiB (else 431), idle keep-alive connections
-// close after 2 minutes; bodies may stream for as long as their events'
+// HTTPServer returns the http.Server to serve g on ln with: headers must
+// arrive within 10s and stay under 1 MiB (else 431), idle keep-alive
+// connections close after 2 minutes (sooner when new callers need their
+// place, see Listen); bodies may stream for as long as their events'
 // deadlines allow.
-func (g *Gateway) HTTPServer() *http.Server {
+func (g *Gateway) HTTPServer(ln net.Listener) *http.Server {
+	var connState func(net.Conn, http.ConnState)
+	if l, ok := ln.(*limitListener); ok {
+		connState = l.connState
+	}
 	return &http.Server{
+		ConnState:         connState,
 		Handler:           g,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -32,6 +32,10 @@ var (
 	// size, an event out of sequence).
 	ErrProtocol = errors.New("peer broke the link protocol")
 
+	// errTooManyFromSource refuses a connection from a source address
+	// that has MaxHandshakesPerSource in handshake already.
+	errTooManyFromSource = errors.New("too many connections in handshake from one address")
+
 	// errConnClosed fails writes to a link's connection after it closed.
 	errConnClosed = errors.New("link connection closed")
 

@@ -72,24 +72,18 @@ func TestJunkOnTheLinkPort(t *testing.T) {
 	}
 }
 
+// TestHandshakeLimit checks that connections still in handshake hold a
+// slot each, at most MaxHandshakes of them: a client dialing while slow
+// handshakes (ones that have spoken) hold every slot waits in the accept
+// queue, and gets in on its first attempt once a slot frees.
 func TestHandshakeLimit(t *testing.T) {
 	p := newPKI(t)
 	srv := startServer(t, p, func(c *ServerConfig) { c.MaxHandshakes = 4; c.HandshakeTimeout = time.Minute })
-	var silent []net.Conn
+	var slow []net.Conn
 	for range 4 {
-		c, err := net.Dial("tcp", srv.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		silent = append(silent, c)
+		slow = append(slow, dialSpeaking(t, srv.addr, ""))
 	}
-	waitFor(t, 2*time.Second, "4 connections in handshake", func() bool {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		return len(srv.pending) == 4
-	})
-	// A client dialing now waits in the accept queue: not served, and
-	// not refused either.
+	waitPending(t, srv, 4)
 	cl := startClient(t, p, "a", srv.addr, func(c *ClientConfig) { c.HandshakeTimeout = 30 * time.Second })
 	waitFor(t, 5*time.Second, "the client's dial", func() bool { return cl.Stats().Dials == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -97,22 +91,120 @@ func TestHandshakeLimit(t *testing.T) {
 	if s, err := cl.Peer(ctx); err == nil {
 		t.Fatalf("a fifth connection got a session (%s) while 4 handshakes held every slot", s.Peer())
 	}
-	srv.mu.Lock()
-	pending := len(srv.pending)
-	srv.mu.Unlock()
-	if pending != 4 {
-		t.Errorf("connections in handshake = %d, want the limit, 4", pending)
-	}
-	// As soon as a slot is free, the waiting client gets in on its first
-	// attempt.
-	silent[0].Close()
+	slow[0].Close()
 	cl.waitUp(t, 5*time.Second)
 	if d := cl.Stats().Dials; d != 1 {
 		t.Errorf("client dialed %d times, want 1: it should have waited, not been refused", d)
 	}
-	for _, c := range silent[1:] {
+	for _, c := range slow[1:] {
 		c.Close()
 	}
+}
+
+// TestSilentFloodDoesNotDelayALink fills every handshake slot with
+// connections that never speak: a real client still links at once,
+// because the oldest silent connection makes room.
+func TestSilentFloodDoesNotDelayALink(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, func(c *ServerConfig) { c.MaxHandshakes = 8; c.HandshakeTimeout = time.Minute })
+	var silent []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	waitPending(t, srv, 8)
+	time.Sleep(silentGrace) // the experiment: they have been silent long enough to be shed
+	start := time.Now()
+	cl := startClient(t, p, "a", srv.addr, nil)
+	cl.waitUp(t, 5*time.Second)
+	if d := cl.Stats().Dials; d != 1 {
+		t.Errorf("client dialed %d times, want 1", d)
+	}
+	t.Logf("linked %v after dialing, with every slot held by a silent connection", time.Since(start).Round(time.Millisecond))
+	// The oldest silent connection was closed to make room.
+	silent[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); isTimeout(err) {
+		t.Error("the oldest silent connection is still open")
+	}
+}
+
+// TestFirstByteTimeout checks a connection that never speaks is closed
+// after FirstByteTimeout, long before the handshake timeout.
+func TestFirstByteTimeout(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, func(c *ServerConfig) { c.FirstByteTimeout = 200 * time.Millisecond; c.HandshakeTimeout = time.Minute })
+	c, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); isTimeout(err) {
+		t.Fatal("a silent connection still open after 10s")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("a silent connection was closed after %v, want about 200ms", d)
+	}
+}
+
+// TestHandshakesPerSource checks one source address can hold at most
+// MaxHandshakesPerSource handshakes: beyond it, its connections are closed
+// at once, while a client from another address links as usual.
+func TestHandshakesPerSource(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, func(c *ServerConfig) {
+		c.MaxHandshakes, c.MaxHandshakesPerSource, c.HandshakeTimeout = 16, 3, time.Minute
+	})
+	for range 3 {
+		defer dialSpeaking(t, srv.addr, "127.0.0.1").Close()
+	}
+	waitPending(t, srv, 3)
+	over := dialSpeaking(t, srv.addr, "127.0.0.1")
+	defer over.Close()
+	over.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := over.Read(make([]byte, 1)); isTimeout(err) {
+		t.Error("a fourth handshake from one address was kept")
+	}
+	// Another address of this machine (all of 127/8 is loopback).
+	cl := startClient(t, p, "a", srv.addr, func(c *ClientConfig) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		c.Dial = d.DialContext
+	})
+	cl.waitUp(t, 5*time.Second)
+}
+
+// dialSpeaking opens a connection that sends the first byte of a TLS
+// record and nothing more: a handshake in progress, not a silent one.
+func dialSpeaking(t testing.TB, addr, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte{0x16}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitPending waits until n connections are in handshake on srv, and
+// have spoken if they will.
+func waitPending(t testing.TB, srv *testServer, n int) {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d connections in handshake", n), func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.pending) == n
+	})
 }
 
 func isTimeout(err error) bool {

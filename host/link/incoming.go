@@ -142,15 +142,16 @@ func (s *Session) cancelEvent(c *linkv1.Cancel) {
 	}
 }
 
-// drainLimit bounds what serveEvent reads and drops of a request body its
-// handler left unread before the stream can carry the next event; a longer
-// rest closes the stream instead.
-const drainLimit = 256 << 10
-
 // serveEvent answers one event the peer sent on st, and reports whether
-// the stream may carry the next one: the reply went out whole, the
-// request body was read to its END, and the event's context did not end
-// first.
+// the stream may carry the next one: the reply went out whole and the
+// request body was read to its END.
+//
+// Reuse must be decided alike on both ends, and the sender reuses a stream
+// whenever it read the whole reply and sent the whole request body
+// (outEvent.finish), whatever happened to the context here. So this side
+// does not close a stream because the event's context ended (at its
+// deadline, say, just as the reply went out): only because the framing
+// is broken, or the sender closed it (as it does after a cancel).
 func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, req *linkv1.Request) (reusable bool) {
 	n := s.inN.Add(1)
 	defer s.finishIncoming()
@@ -171,13 +172,7 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 	fr.StartBody(req.BodySize)
 
 	refuse := func(err error) bool {
-		if !s.replyError(st, err) {
-			return false
-		}
-		_ = st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-		drained := fr.Drain(drainLimit)
-		_ = st.SetReadDeadline(time.Time{})
-		return drained && ctx.Err() == nil
+		return s.replyError(st, err) && s.drain(st, fr)
 	}
 	if s.draining.Load() {
 		return refuse(&host.Error{Kind: host.KindPeerUnavailable, Message: "the node is shutting down"})
@@ -197,8 +192,9 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 		defer cancelTimeout()
 	}
 	// Once the event's context ends, nothing more is read or written on
-	// its stream: wake whatever is blocked on it.
-	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(past) })
+	// its stream for the event: wake whatever is blocked on it.
+	woken := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(past); close(woken) })
 	if req.BodySize != 0 {
 		ev.Body = &eventBody{s: s, ctx: ctx, st: st, fr: fr}
 	}
@@ -215,17 +211,23 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 		sent = s.reply(st, ev, rep)
 	}
 	if !stop() {
-		return false // the context ended: the stream is woken for good
+		<-woken // the deadline it set is undone by drain
 	}
-	if !sent {
-		return false
-	}
-	// What the handler left of the request body: an honest peer has sent
-	// its END already, or closes the stream now that the reply is whole.
+	return sent && s.drain(st, fr)
+}
+
+// drain reads and drops what the handler left of the request body, so
+// that the stream can carry the next event, and reports whether the body
+// reached its END. An honest sender has sent its END already (then at
+// most a window is left unread here, as it writes no further than the
+// window), or closes the stream now that the reply is whole. A sender
+// that does neither within HeaderTimeout loses the stream. The stream's
+// deadlines are cleared afterwards.
+func (s *Session) drain(st *yamux.Stream, fr *frame.Reader) bool {
 	_ = st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-	drained := fr.Drain(drainLimit)
-	_ = st.SetReadDeadline(time.Time{})
-	return drained
+	done := fr.Drain(int64(s.window) + frame.Chunk)
+	_ = st.SetDeadline(time.Time{})
+	return done
 }
 
 // reply writes a handler's reply, and reports whether it went out whole.

@@ -35,8 +35,28 @@ type ServerConfig struct {
 	// free, so silent or slow connections cannot pile up in the process,
 	// and a reconnect storm is served at the rate handshakes complete.
 	// Default 1024.
+	//
+	// When every slot is taken, the oldest connection that has not sent a
+	// byte yet (and is older than silentGrace) is closed to make room, so
+	// a flood of silent connections delays a real client by little.
 	MaxHandshakes int
+
+	// MaxHandshakesPerSource bounds the connections one source address
+	// may have in handshake at once; beyond it a new one is closed at
+	// once (a client behind it retries with its backoff). Default 256:
+	// a NAT gateway's clients reconnecting together still fill the CPU
+	// with handshakes.
+	MaxHandshakesPerSource int
+
+	// FirstByteTimeout is how long a new connection has to send its first
+	// byte (a TLS ClientHello is sent at once); the rest of the handshake
+	// then has until HandshakeTimeout. Default 3s.
+	FirstByteTimeout time.Duration
 }
+
+// silentGrace is how old a silent connection must be before it can be
+// closed to make room for another.
+const silentGrace = 100 * time.Millisecond
 
 // Validate fills in defaults and reports the first field that cannot work.
 func (c *ServerConfig) Validate() error {
@@ -52,8 +72,15 @@ func (c *ServerConfig) Validate() error {
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 1024
 	}
-	if c.MaxHandshakes < 1 {
-		return fmt.Errorf("link: MaxHandshakes %d must be at least 1", c.MaxHandshakes)
+	if c.MaxHandshakesPerSource == 0 {
+		c.MaxHandshakesPerSource = 256
+	}
+	setDuration(&c.FirstByteTimeout, 3*time.Second)
+	if c.MaxHandshakes < 1 || c.MaxHandshakesPerSource < 1 {
+		return fmt.Errorf("link: MaxHandshakes %d and MaxHandshakesPerSource %d must be at least 1", c.MaxHandshakes, c.MaxHandshakesPerSource)
+	}
+	if c.FirstByteTimeout > c.HandshakeTimeout {
+		c.FirstByteTimeout = c.HandshakeTimeout
 	}
 	return nil
 }
@@ -73,9 +100,10 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
-	pending   map[net.Conn]struct{} // connections in handshake
-	sessions  map[*Session]struct{} // live sessions
-	wg        sync.WaitGroup        // one per connection being served
+	pending   map[net.Conn]*pendingConn // connections in handshake
+	bySource  map[string]int            // connections in handshake, by source address
+	sessions  map[*Session]struct{}     // live sessions
+	wg        sync.WaitGroup            // one per connection being served
 }
 
 // NewServer returns a Server; call Serve to accept links.
@@ -91,7 +119,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		closing:    make(chan struct{}),
 		logLimit:   rate.NewLimiter(rate.Limit(5), 20),
 		listeners:  make(map[net.Listener]struct{}),
-		pending:    make(map[net.Conn]struct{}),
+		pending:    make(map[net.Conn]*pendingConn),
+		bySource:   make(map[string]int),
 		sessions:   make(map[*Session]struct{}),
 	}
 	s.ymx = &yamuxConfigs{cfg: &s.cfg.Config}
@@ -147,18 +176,14 @@ func (s *Server) Serve(ln net.Listener) error {
 
 	var delay time.Duration // backoff on temporary accept errors, as net/http
 	for {
-		// A connection is accepted only when a handshake slot is free;
-		// until then it waits in the kernel's accept queue. Closing
+		// Accept, then wait for a handshake slot: at most one connection
+		// waits here, the next ones in the kernel's accept queue. Closing
 		// connections over the limit instead would make every client of
-		// a reconnect storm pay for failed attempts and back off.
-		select {
-		case s.handshakes <- struct{}{}:
-		case <-s.closing:
-			return ErrServerClosed
-		}
+		// a reconnect storm pay for failed attempts and back off. While a
+		// connection waits, silent ones make room: a flood of them must
+		// not hold every slot for a whole handshake timeout.
 		conn, err := ln.Accept()
 		if err != nil {
-			<-s.handshakes
 			if s.isClosed() {
 				return ErrServerClosed
 			}
@@ -172,12 +197,81 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		delay = 0
-		if !s.track(conn) {
-			<-s.handshakes
+		if !s.acquireSlot() {
 			conn.Close()
 			return ErrServerClosed
 		}
-		go s.serveConn(conn)
+		pc, err := s.track(conn)
+		if err != nil {
+			<-s.handshakes
+			conn.Close()
+			if errors.Is(err, ErrServerClosed) {
+				return err
+			}
+			s.cfg.Observer.LinkRefused(false, err)
+			if s.logLimit.Allow() {
+				s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
+			}
+			continue
+		}
+		go s.serveConn(pc)
+	}
+}
+
+// acquireSlot waits for a handshake slot, closing silent connections
+// (see evictSilent) while it waits; false once the server is closing.
+func (s *Server) acquireSlot() bool {
+	select {
+	case s.handshakes <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTicker(silentGrace / 2)
+	defer t.Stop()
+	for {
+		s.evictSilent()
+		select {
+		case s.handshakes <- struct{}{}:
+			return true
+		case <-t.C:
+		case <-s.closing:
+			return false
+		}
+	}
+}
+
+// pendingConn is a connection in handshake: it notes when its peer first
+// spoke, and moves the deadline from FirstByteTimeout to the handshake's.
+type pendingConn struct {
+	net.Conn
+	start    time.Time
+	source   string
+	deadline time.Time   // the whole handshake's
+	spoke    atomic.Bool // a byte arrived
+}
+
+func (c *pendingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.spoke.Load() {
+		c.spoke.Store(true)
+		_ = c.Conn.SetReadDeadline(c.deadline)
+	}
+	return n, err
+}
+
+// evictSilent closes the oldest connection in handshake that has not sent
+// a byte yet, if one is older than silentGrace.
+func (s *Server) evictSilent() {
+	s.mu.Lock()
+	var oldest *pendingConn
+	for _, pc := range s.pending {
+		if !pc.spoke.Load() && time.Since(pc.start) >= silentGrace && (oldest == nil || pc.start.Before(oldest.start)) {
+			oldest = pc
+		}
+	}
+	s.mu.Unlock()
+	if oldest != nil {
+		oldest.Conn.Close()
 	}
 }
 
@@ -193,24 +287,45 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// track records a connection in handshake; false once the server is closed.
-func (s *Server) track(conn net.Conn) bool {
+// track records a connection in handshake: ErrServerClosed once the
+// server is closed, errTooManyFromSource when its source holds
+// MaxHandshakesPerSource already.
+func (s *Server) track(conn net.Conn) (*pendingConn, error) {
+	source := conn.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(source); err == nil {
+		source = h
+	}
+	now := time.Now()
+	pc := &pendingConn{Conn: conn, start: now, source: source, deadline: now.Add(s.cfg.HandshakeTimeout)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return nil, ErrServerClosed
 	}
-	s.pending[conn] = struct{}{}
+	if n := s.bySource[source]; n >= s.cfg.MaxHandshakesPerSource {
+		return nil, fmt.Errorf("%w: %s has %d connections in handshake", errTooManyFromSource, source, n)
+	}
+	s.pending[conn] = pc
+	s.bySource[source]++
 	s.wg.Add(1)
-	return true
+	return pc, nil
+}
+
+// untrack forgets a connection whose handshake ended.
+func (s *Server) untrack(pc *pendingConn) {
+	delete(s.pending, pc.Conn)
+	if s.bySource[pc.source]--; s.bySource[pc.source] <= 0 {
+		delete(s.bySource, pc.source)
+	}
 }
 
 // serveConn authenticates one connection and serves its session.
-func (s *Server) serveConn(conn net.Conn) {
+func (s *Server) serveConn(pc *pendingConn) {
 	defer s.wg.Done()
-	sess, err := s.handshake(conn)
+	conn := pc.Conn
+	sess, err := s.handshake(pc)
 	s.mu.Lock()
-	delete(s.pending, conn)
+	s.untrack(pc)
 	if err == nil && s.closed {
 		err = ErrServerClosed
 	}
@@ -250,11 +365,11 @@ func (s *Server) serveConn(conn net.Conn) {
 
 // handshake runs TLS and the hello on a new connection and returns its
 // session, not yet serving.
-func (s *Server) handshake(conn net.Conn) (*Session, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+func (s *Server) handshake(conn *pendingConn) (*Session, error) {
+	ctx, cancel := context.WithDeadline(context.Background(), conn.deadline)
 	defer cancel()
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
+	_ = conn.SetWriteDeadline(conn.deadline)
+	_ = conn.SetReadDeadline(conn.start.Add(s.cfg.FirstByteTimeout))
 	tc := tls.Server(&batchConn{Conn: conn}, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)

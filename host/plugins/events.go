@@ -86,6 +86,9 @@ func (in *instance) eventError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return host.AsError(context.Cause(ctx))
 	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return host.AsError(err) // the deadline passed, its timer not fired yet
+	}
 	var be *eventpath.BodyError
 	if errors.As(err, &be) {
 		return host.Errorf(host.KindHandlerFailed, "plugin %s could not finish its reply: %s", in.file, be.Message)

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -26,7 +27,7 @@ func TestPluginServesAndLogsUnderItsName(t *testing.T) {
 	e.install(bin("misbehave"), "good")
 	e.start()
 	st := e.waitState("good", StateRunning, 5*time.Second)
-	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 7 || st.PID == 0 {
+	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 9 || st.PID == 0 {
 		t.Errorf("status = %+v", st)
 	}
 	if want := fmt.Sprintf("%x", sha256File(t, bin("misbehave")))[:12]; st.SHA256 != want {
@@ -72,6 +73,59 @@ func TestCrashMidEventThenRestart(t *testing.T) {
 		if _, err := e.get("crashy/ok"); err != nil {
 			t.Errorf("event after restart = %v", err)
 		}
+	}
+}
+
+// TestCrashSeenWhileAChildHoldsTheOutput crashes a plugin that started a
+// child holding its stderr (which go-plugin reads to its end before it
+// reaps the plugin): the node must see the crash at once, restart the
+// plugin, and stop promptly, also when the child left the plugin's
+// process group (setsid) and outlives it.
+func TestCrashSeenWhileAChildHoldsTheOutput(t *testing.T) {
+	for _, detach := range []bool{false, true} {
+		t.Run(fmt.Sprintf("detached=%v", detach), func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.install(bin("misbehave"), "forky")
+			e.start()
+			before := e.waitState("forky", StateRunning, 5*time.Second)
+			q := map[string][]string{}
+			if detach {
+				q["detach"] = []string{"1"}
+			}
+			rep, err := e.table.Handle(context.Background(), &host.Event{ID: "t", Verb: "get", Noun: "forky/fork-crash", Query: q})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var child struct {
+				PID int `json:"child_pid"`
+			}
+			json.Unmarshal([]byte(readAll(rep)), &child)
+			rep.Close()
+			if child.PID <= 0 {
+				t.Fatal("no child pid")
+			}
+			t.Cleanup(func() { syscall.Kill(child.PID, syscall.SIGKILL) })
+			crashed := time.Now()
+			waitFor(t, 5*time.Second, "the crash to show and the plugin to restart", func() bool {
+				st, _ := e.status("forky")
+				return st.Restarts == 1 && st.State == StateRunning && st.PID != before.PID
+			})
+			t.Logf("restarted %v after the crash", time.Since(crashed).Round(time.Millisecond))
+			if _, err := e.get("forky/ok"); err != nil {
+				t.Errorf("event after the restart = %v", err)
+			}
+			if !detach {
+				// A child in the plugin's group dies with it.
+				waitFor(t, 5*time.Second, "the plugin's child to die with it", func() bool { return !running(child.PID) })
+			} else if !running(child.PID) {
+				t.Errorf("the detached child is gone: the test did not detach it")
+			}
+			stopped := time.Now()
+			e.stop()
+			if d := time.Since(stopped); d > 8*time.Second {
+				t.Errorf("stopping the node took %v with the child around", d)
+			}
+		})
 	}
 }
 
@@ -425,6 +479,16 @@ func readAll(rep *host.Reply) string {
 			return b.String()
 		}
 	}
+}
+
+// running reports whether process pid exists and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
 func alive(pid int) bool {

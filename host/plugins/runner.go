@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin/runner"
@@ -19,14 +21,28 @@ import (
 // runner it tells us when the process exits (exited), runs the plugin in
 // its own process group so that killing it also kills what it started, and
 // asks the kernel to kill the plugin if the daemon dies (Linux).
+//
+// It watches the plugin process itself (watchExit), not its output:
+// go-plugin waits for the end of the plugin's stdout and stderr before it
+// reaps the process, and a child the plugin started may hold those pipes
+// for as long as it lives. When the plugin process exits, the runner says
+// so at once, kills its process group, and, if the pipes are still open a
+// moment later (a child left the group), closes them itself.
 type procRunner struct {
 	log    hclog.Logger
 	cmd    *exec.Cmd
 	stdout io.ReadCloser
 	stderr io.ReadCloser
-	exited chan struct{} // closed when the process has exited and been reaped
+	exited chan struct{} // closed when the plugin process has exited
+	waited chan struct{} // closed when go-plugin has reaped it (Wait)
 	pid    atomic.Int64  // set once started; Kill may read it from another goroutine
+
+	exitOnce sync.Once
 }
+
+// pipeGrace is how long the pipes of an exited plugin may stay open (its
+// output draining into the log) before the runner closes them.
+const pipeGrace = time.Second
 
 var _ runner.Runner = (*procRunner)(nil)
 
@@ -40,23 +56,52 @@ func newProcRunner(log hclog.Logger, cmd *exec.Cmd) (*procRunner, error) {
 		return nil, err
 	}
 	cmd.SysProcAttr = procAttr()
-	return &procRunner{log: log, cmd: cmd, stdout: stdout, stderr: stderr, exited: make(chan struct{})}, nil
+	return &procRunner{log: log, cmd: cmd, stdout: stdout, stderr: stderr, exited: make(chan struct{}), waited: make(chan struct{})}, nil
+}
+
+// markExited closes exited, once.
+func (r *procRunner) markExited() { r.exitOnce.Do(func() { close(r.exited) }) }
+
+// afterExit runs once the plugin process has exited: it kills what is left
+// of its process group, and closes the pipes a stray child keeps open.
+func (r *procRunner) afterExit() {
+	r.markExited()
+	if pid := int(r.pid.Load()); pid > 0 {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	t := time.NewTimer(pipeGrace)
+	defer t.Stop()
+	select {
+	case <-r.waited:
+	case <-t.C:
+		r.log.Warn("plugin exited but its output stays open (a process it started holds it); closing it", "pid", r.pid.Load())
+		_ = r.stdout.Close()
+		_ = r.stderr.Close()
+	}
 }
 
 func (r *procRunner) Start(context.Context) error {
 	if err := r.cmd.Start(); err != nil {
-		close(r.exited)
+		r.markExited()
+		close(r.waited)
 		return err
 	}
 	r.pid.Store(int64(r.cmd.Process.Pid))
 	r.log.Debug("plugin process started", "path", r.cmd.Path, "pid", r.cmd.Process.Pid)
+	go func() {
+		if watchExit(r.cmd.Process.Pid) {
+			r.afterExit()
+		}
+	}()
 	return nil
 }
 
-// Wait is called once by go-plugin, after the process's output is drained.
+// Wait is called once by go-plugin, after the process's output is drained
+// (or closed by afterExit).
 func (r *procRunner) Wait(context.Context) error {
 	err := r.cmd.Wait()
-	close(r.exited)
+	close(r.waited)
+	r.markExited()
 	return err
 }
 

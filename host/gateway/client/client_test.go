@@ -181,7 +181,7 @@ func serve(network, dir string, cfg gateway.Config) (addr string, stop func() er
 	if network == "unix" {
 		addr = listen
 	}
-	srv := g.HTTPServer()
+	srv := g.HTTPServer(ln)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	return addr, func() error {

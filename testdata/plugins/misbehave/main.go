@@ -11,7 +11,9 @@
 //	anything else    serves, under noun <name>/...:
 //	                 ok (pid, version, peer, node, and the time left before
 //	                 the deadline), crash (exits mid-event), hang (ignores
-//	                 its context), print (writes to stdout and to file
+//	                 its context), fork-crash (starts a child holding its
+//	                 stderr, ?detach=1 in a session of its own, then
+//	                 exits), print (writes to stdout and to file
 //	                 descriptor 1), slow (?ms=N, or until canceled, which
 //	                 it logs with the event id), post echo, and peers
 //	                 (the peer events it received, in order), env (its
@@ -23,10 +25,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	pluginsdk "github.com/restpipe/restpipe/plugin-sdk"
@@ -73,6 +77,24 @@ func main() {
 	p.Handle("get", name+"/crash", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
 		os.Exit(2)
 		return nil, nil
+	})
+	// fork-crash starts a child that holds the plugin's stderr (and, with
+	// ?detach=1, leaves its process group), answers with the child's pid,
+	// then exits: the node must see the crash at once all the same.
+	p.Handle("get", name+"/fork-crash", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		cmd := exec.Command("sleep", "300")
+		// The process's own descriptor 2, the pipe to the node (go-plugin
+		// points os.Stderr at a pipe of its own).
+		fd2 := os.NewFile(2, "stderr")
+		cmd.Stdout, cmd.Stderr = fd2, fd2
+		if ev.QueryValue("detach") == "1" {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		go func() { time.Sleep(100 * time.Millisecond); os.Exit(5) }()
+		return pluginsdk.JSON(map[string]int{"child_pid": cmd.Process.Pid}), nil
 	})
 	p.Handle("get", name+"/hang", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
 		select {}
