@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,16 +12,35 @@ import (
 
 // The policy row of scenario b: what a --policy of 100 rules costs at
 // c=64. A second node pair, the same as restpipe's but with the server
-// reading policyOf100, is driven right after the pair without a policy in
-// every round, and the row gives the ratio of the two throughputs. Goal:
-// within noise.
+// reading policyOf100, is driven next to the pair without a policy in
+// every round (after it in odd rounds, before it in even ones, so a drift
+// of the machine's load within a round favours neither), and the row gives
+// the median of the per-round ratios of the two throughputs.
+//
+// Goal: within noise. The noise is the median absolute deviation of those
+// per-round ratios (at least policyNoiseMin, and no goal below
+// policyGoalMin however noisy the machine): the row passes when the median
+// ratio is no further below 1 than that.
 
 // tPolicy is the target of the policy row: the second pair's client node.
 const tPolicy = "restpipe+policy"
 
-// policyGoal is the lowest ratio to the pair without a policy that counts
-// as within the noise of a shared machine.
-const policyGoal = 0.95
+// Bounds of the policy row's goal (see above).
+const (
+	policyNoiseMin = 0.02
+	policyGoalMin  = 0.85
+)
+
+// policyOrder returns scenario b's targets for round: as they are in odd
+// rounds; in even ones with tPolicy just before tRestpipe.
+func policyOrder(targets []string, round int) []string {
+	i, j := slices.Index(targets, tRestpipe), slices.Index(targets, tPolicy)
+	if round%2 == 1 || i < 0 || j < 0 {
+		return targets
+	}
+	out := slices.Delete(slices.Clone(targets), j, j+1)
+	return slices.Insert(out, i, tPolicy)
+}
 
 // policyOf100 is a policy of 100 rules (90 allow and 10 limit blocks) of
 // the shapes operators write, in which the bench's events (nameClient,
@@ -70,28 +90,41 @@ func (r *results) policyRows(o *options) []row {
 		return nil
 	}
 	rw := row{figure: "b. small GET, c=64, throughput, policy of 100 rules", measured: fmtRate(v), baseline: "—", ratio: "—",
-		goal: fmt.Sprintf("within noise: >= %.2fx", policyGoal), result: "n/a"}
+		goal: "within noise", result: "n/a"}
 	if b, ok := r.median("b.eps", tRestpipe); ok {
 		rw.baseline = fmtRate(b) + " (no policy)"
 	}
-	if ratio, ok := r.ratio("b.eps", tPolicy, tRestpipe); ok {
-		rw.ratio = fmt.Sprintf("%.2fx", ratio)
-		rw.result = verdict(ratio >= policyGoal)
-		var per []string
-		for round := 1; round <= o.rounds; round++ {
-			p, ok1 := r.vals["b.eps"][tPolicy][round]
-			n, ok2 := r.vals["b.eps"][tRestpipe][round]
-			if ok1 && ok2 && n > 0 {
-				per = append(per, fmt.Sprintf("%.3f", p/n))
-			}
+	var per []float64
+	var perText []string
+	for round := 1; round <= o.rounds; round++ {
+		p, ok1 := r.vals["b.eps"][tPolicy][round]
+		n, ok2 := r.vals["b.eps"][tRestpipe][round]
+		if ok1 && ok2 && n > 0 {
+			per = append(per, p/n)
+			perText = append(perText, fmt.Sprintf("%.3f", p/n))
 		}
-		line := "b. policy of 100 rules: throughput with the policy / without, per round: " + strings.Join(per, ", ")
-		if pc, ok := r.median("b.cpu server node", tPolicy); ok {
-			if nc, ok := r.median("b.cpu server node", tRestpipe); ok {
-				line += fmt.Sprintf("; server node CPU per event %.0f µs with, %.0f µs without", pc, nc)
-			}
-		}
-		r.notes = append(r.notes, line)
 	}
+	ratio, ok := median(slices.Clone(per))
+	if !ok {
+		return []row{rw}
+	}
+	var dev []float64
+	for _, x := range per {
+		dev = append(dev, math.Abs(x-ratio))
+	}
+	noise, _ := median(dev)
+	noise = max(noise, policyNoiseMin)
+	goal := max(1-noise, policyGoalMin)
+	rw.ratio = fmt.Sprintf("%.2fx", ratio)
+	rw.goal = fmt.Sprintf("within noise: >= %.2fx", goal)
+	rw.result = verdict(ratio >= goal)
+	line := fmt.Sprintf("b. policy of 100 rules: throughput with the policy / without, per round: %s; noise (median absolute deviation) %.3f",
+		strings.Join(perText, ", "), noise)
+	if pc, ok := r.median("b.cpu server node", tPolicy); ok {
+		if nc, ok := r.median("b.cpu server node", tRestpipe); ok {
+			line += fmt.Sprintf("; server node CPU per event %.1f µs with, %.1f µs without", pc, nc)
+		}
+	}
+	r.notes = append(r.notes, line)
 	return []row{rw}
 }

@@ -180,7 +180,7 @@ func (r *runner) runTraffic(ctx context.Context) error {
 			}
 		}
 		if scen["b"] {
-			for _, t := range bTargets {
+			for _, t := range policyOrder(bTargets, round) {
 				before := cpuOf(procs[t])
 				res, err := r.load(ctx, t, round, "b", eps[t], loadSpec{mode: "small", url: eps[t].small, concurrency: 64, duration: o.duration, warmup: warm})
 				after := cpuOf(procs[t])
