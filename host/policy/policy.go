@@ -182,7 +182,13 @@ func newLimiters(limit rate.Limit, burst int) *limiters {
 // take takes a token from peer's bucket at now, and returns 0; or, when the
 // bucket is empty, takes none and returns how long until it has one.
 func (l *limiters) take(peer string, now time.Time) time.Duration {
-	r := l.bucket(peer, now).ReserveN(now, 1)
+	lim := l.bucket(peer, now)
+	if lim.AllowN(now, 1) {
+		return 0 // the common case, without a Reservation to allocate
+	}
+	// Empty: how long until a token, as a reservation that is given back.
+	// (A token that came meanwhile is taken: the event goes.)
+	r := lim.ReserveN(now, 1)
 	if !r.OK() {
 		// Only when 1 > burst, which the parser never allows.
 		return time.Duration(float64(time.Second) / float64(l.limit))
