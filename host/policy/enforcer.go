@@ -101,7 +101,8 @@ func (c *Config) Validate() error {
 // current policy allows. It is the handler of the events a node's peers
 // send; the node's own (local) callers never pass through it. It is safe
 // for concurrent use; Reload swaps the policy atomically, and an event
-// sees either the old policy or the new one.
+// sees either the old policy or the new one. It runs no goroutine and
+// needs no closing.
 type Enforcer struct {
 	cfg Config
 	cur atomic.Pointer[Policy]
@@ -204,25 +205,16 @@ func (e *Enforcer) Handle(ctx context.Context, ev *host.Event) (*host.Reply, err
 
 // check applies the current policy to one event.
 func (e *Enforcer) check(caller, route, id string) error {
-	if caller == "" {
+	d, err := e.cur.Load().check(caller, route, e.now())
+	switch {
+	case err == nil:
+	case !d.Allowed:
 		e.refused(OutcomeForbidden, caller, route, id)
-		return host.Errorf(host.KindForbidden, "the event carries no verified caller; this node's policy refuses it")
+	default:
+		e.refused(OutcomeRateLimited, caller, route, id, "limit_line", d.LimitLine, "rate", d.limit.rateText,
+			"burst", d.limit.burst, "retry_after", host.AsError(err).RetryAfter)
 	}
-	p := e.cur.Load()
-	d := p.Decide(caller, route)
-	if !d.Allowed {
-		e.refused(OutcomeForbidden, caller, route, id)
-		return forbidden(caller, route)
-	}
-	if d.limit == nil {
-		return nil
-	}
-	wait := d.limit.state.take(caller, e.now())
-	if wait == 0 {
-		return nil
-	}
-	e.refused(OutcomeRateLimited, caller, route, id, "limit_line", d.LimitLine, "rate", d.limit.rateText, "burst", d.limit.burst, "retry_after", wait)
-	return d.limit.overloaded(caller, wait)
+	return err
 }
 
 // refused counts a refusal and logs it, unless too many lines went out

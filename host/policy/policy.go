@@ -107,9 +107,14 @@ func (p *Policy) Decide(caller, route string) Decision {
 	return p.cache.get(caller, route, p.decide)
 }
 
-// decide evaluates the rules.
+// decide evaluates the rules. An event without a caller is never allowed:
+// a policy stands only in front of peers, whose events always carry the
+// name their certificate proves.
 func (p *Policy) decide(caller, route string) Decision {
 	var d Decision
+	if caller == "" {
+		return d
+	}
 	for i := range p.allow {
 		r := &p.allow[i]
 		if r.peers.match(caller) && r.routes.match(route) {
@@ -136,20 +141,29 @@ func (p *Policy) decide(caller, route string) Decision {
 // overloaded, with RetryAfter the time until caller's bucket has a token,
 // for one over its limit. A refused event takes no token.
 func (p *Policy) Check(caller, route string, now time.Time) error {
+	_, err := p.check(caller, route, now)
+	return err
+}
+
+// check is Check, returning the decision too.
+func (p *Policy) check(caller, route string, now time.Time) (Decision, error) {
 	d := p.Decide(caller, route)
 	if !d.Allowed {
-		return forbidden(caller, route)
+		return d, forbidden(caller, route)
 	}
 	if d.limit != nil {
 		if wait := d.limit.state.take(caller, now); wait > 0 {
-			return d.limit.overloaded(caller, wait)
+			return d, d.limit.overloaded(caller, wait)
 		}
 	}
-	return nil
+	return d, nil
 }
 
 // forbidden is the error of an event no allow block lets through.
 func forbidden(caller, route string) *host.Error {
+	if caller == "" {
+		return host.Errorf(host.KindForbidden, "this node's policy refuses %s without a verified caller", route)
+	}
 	return host.Errorf(host.KindForbidden, "this node's policy does not let %s call %s", caller, route)
 }
 
