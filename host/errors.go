@@ -22,6 +22,9 @@ const (
 	KindOverloaded        Kind = "overloaded"
 	KindTimeout           Kind = "timeout"
 	KindTooLarge          Kind = "too_large"
+	// KindForbidden is the outcome of an event the receiving node's
+	// policy does not let its peer send (SPEC §9).
+	KindForbidden Kind = "forbidden"
 
 	// KindCanceled is the outcome of an event whose caller went away. No
 	// caller ever sees it (there is nobody left to answer); it appears in
@@ -47,13 +50,14 @@ var kinds = map[Kind]kindInfo{
 	KindOverloaded:        {503, 249},
 	KindTimeout:           {504, 248},
 	KindTooLarge:          {413, 247},
+	KindForbidden:         {403, 245},
 	KindCanceled:          {499, 246},
 }
 
 // Kinds returns every kind in the table, in the SPEC's order.
 func Kinds() []Kind {
 	return []Kind{KindBadRequest, KindNoRoute, KindHandlerFailed, KindPluginUnavailable,
-		KindLinkLost, KindPeerUnavailable, KindOverloaded, KindTimeout, KindTooLarge, KindCanceled}
+		KindLinkLost, KindPeerUnavailable, KindOverloaded, KindTimeout, KindTooLarge, KindForbidden, KindCanceled}
 }
 
 // Known reports whether k is in the error table.

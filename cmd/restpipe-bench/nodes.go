@@ -17,13 +17,13 @@ type node struct {
 	link string // server: the link address
 }
 
-// startServer starts a restpipe server node with the bench's plugins,
-// listening for links on listen (127.0.0.1:0 unless a restart must keep the
-// address), and waits until it serves.
-func (r *runner) startServer(ctx context.Context, name, listen string) (*node, error) {
+// startServer starts a restpipe server node with the bench's plugins (and
+// extra flags), listening for links on listen (127.0.0.1:0 unless a restart
+// must keep the address), and waits until it serves.
+func (r *runner) startServer(ctx context.Context, name, listen string, extra ...string) (*node, error) {
 	args := append([]string{"server", "--listen", listen, "--http", "127.0.0.1:0",
 		"--plugins", r.bins.pluginsDir, "--log-format", "json", "--log-level", "info"},
-		r.pki.flags(nameServer)...)
+		append(r.pki.flags(nameServer), extra...)...)
 	c, err := r.procs.start(name, r.bins.restpipe, args, startOpts{})
 	if err != nil {
 		return nil, err

@@ -136,6 +136,14 @@ func (r *runner) runTraffic(ctx context.Context) error {
 		}
 	}
 
+	// b: a second pair with a policy of 100 rules (policy.go).
+	bTargets := targets
+	if o.want("b") && withRestpipe {
+		if bTargets, err = r.addPolicyTarget(ctx, targets, eps, procs); err != nil {
+			return err
+		}
+	}
+
 	// d: the delaying proxies and a second client node dialing through one.
 	var rttDirect, rttRestpipe string
 	if o.want("d") {
@@ -172,7 +180,7 @@ func (r *runner) runTraffic(ctx context.Context) error {
 			}
 		}
 		if scen["b"] {
-			for _, t := range targets {
+			for _, t := range policyOrder(bTargets, round) {
 				before := cpuOf(procs[t])
 				res, err := r.load(ctx, t, round, "b", eps[t], loadSpec{mode: "small", url: eps[t].small, concurrency: 64, duration: o.duration, warmup: warm})
 				after := cpuOf(procs[t])

@@ -180,6 +180,7 @@ func (r *results) rows(o *options) []row {
 	if o.want("b") {
 		cmp("b. small GET, c=64, throughput", "b.eps", tRestpipe, fmtRate, "> 0.55x", gt(0.55))
 		cmp("b. small GET, c=64, p99 latency", "b.p99", tRestpipe, fmtMicros, "reported", nil)
+		rows = append(rows, r.policyRows(o)...)
 	}
 	if o.want("b") {
 		// CPU per event: restpipe's two nodes against ssh's two processes

@@ -74,6 +74,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.IntVar(&cfg.StreamWindow, "stream-window", int(link.DefaultConfig().StreamWindow), "smallest per-stream window of the link in `bytes` (each link sizes its window from its round trip, between this and --stream-window-max)")
 	fs.IntVar(&cfg.MaxStreamWindow, "stream-window-max", int(link.DefaultConfig().MaxStreamWindow), "largest per-stream window in `bytes`: caps one transfer at window/RTT, and what a slow reader holds per stream")
 	fs.IntVar(&nf.gomaxprocs, "gomaxprocs", defaultGOMAXPROCS(), "Go's GOMAXPROCS for this node; the default is half the CPUs (at least 1), leaving the rest to the plugins and local callers every event also runs through; 0 is Go's own default (all CPUs); a GOMAXPROCS in the environment wins")
+	fs.StringVar(&cfg.Policy, "policy", "", "HCL `file` saying which peers may call which of this node's routes, and how fast (see docs/policy.md); SIGHUP reloads it; default: every peer may call every route")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this `address`, for profiling; off by default, and never on a public address")
 	nf.logs.register(fs)
 }
@@ -154,7 +155,7 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 	if err != nil {
 		return err
 	}
-	stopHUP := reloadOnHUP(cfg.Store, log)
+	stopHUP := reloadOnHUP(cfg.Store, log, n.reloadPolicy)
 	defer stopHUP()
 	return n.run(ctx)
 }

@@ -43,6 +43,7 @@ import (
 // unix: socket.
 var configPathKeys = map[string]bool{
 	"ca": true, "cert": true, "key": true, "plugins": true, "plugin-checksums": true,
+	"policy": true,
 }
 
 // configChecks validate the values of flags whose Set accepts anything, so

@@ -24,6 +24,7 @@ import (
 	"github.com/restpipe/restpipe/host/metrics"
 	"github.com/restpipe/restpipe/host/pki"
 	"github.com/restpipe/restpipe/host/plugins"
+	"github.com/restpipe/restpipe/host/policy"
 )
 
 // nodeConfig is everything a node needs, whatever set it: flags, the
@@ -83,6 +84,10 @@ type nodeConfig struct {
 	// names under StatsDPrefix.
 	StatsD       string
 	StatsDPrefix string
+
+	// Policy, when set, is the policy file: which peers may call which of
+	// this node's routes, and how fast (see docs/policy.md).
+	Policy string
 }
 
 // defaultHTTPMaxConns is --http-max-conns' default.
@@ -104,7 +109,8 @@ type node struct {
 	httpLn  net.Listener
 	pprofLn net.Listener // nil without --pprof
 	metrics *metrics.Metrics
-	statsd  *metrics.StatsD // nil unless --statsd
+	statsd  *metrics.StatsD  // nil unless --statsd
+	policy  *policy.Enforcer // nil without --policy
 }
 
 // newNode builds a node and binds its listeners, so that configuration and
@@ -126,6 +132,16 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		}
 		n.metrics.SetStatsD(n.statsd)
 	}
+	// Events from peers pass the policy, if any; the gateway's /local/
+	// callers go straight to the table.
+	var fromPeers host.Handler = n.table
+	if cfg.Policy != "" {
+		if n.policy, err = n.newPolicy(cfg.Policy, n.table); err != nil {
+			return nil, err
+		}
+		fromPeers = n.policy
+	}
+
 	if cfg.PluginsDir != "" {
 		pc := plugins.DefaultConfig()
 		pc.Dir = cfg.PluginsDir
@@ -150,7 +166,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc := link.DefaultConfig()
 	lc.Logger = cfg.Logger.Named("link")
 	lc.Software = software()
-	lc.Handler = n.table
+	lc.Handler = fromPeers
 	lc.MaxInFlight = cfg.MaxInFlight
 	lc.StreamWindow = uint32(cfg.StreamWindow)
 	lc.MaxStreamWindow = uint32(cfg.MaxStreamWindow)
@@ -413,10 +429,11 @@ func serverNameOf(addr, explicit string) (string, error) {
 	return h, nil
 }
 
-// reloadOnHUP reloads the node's certificate and key on SIGHUP until the
-// returned stop function is called. Links stay up; new handshakes use the
-// new identity. A bad new identity is refused and logged.
-func reloadOnHUP(store *pki.Store, log hclog.Logger) (stop func()) {
+// reloadOnHUP reloads the node's certificate and key on each SIGHUP, then
+// calls each of also (the policy's reload, which logs for itself), until
+// the returned stop function is called. Links stay up; new handshakes use
+// the new identity. A bad new identity is refused and logged.
+func reloadOnHUP(store *pki.Store, log hclog.Logger, also ...func()) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -428,10 +445,13 @@ func reloadOnHUP(store *pki.Store, log hclog.Logger) (stop func()) {
 			case <-hup:
 				if err := store.Reload(); err != nil {
 					log.Error("SIGHUP: keeping the current certificate", "error", err)
-					continue
+				} else {
+					id := store.Identity()
+					log.Info("SIGHUP: certificate reloaded", "name", id.Name, "not_after", id.Leaf.NotAfter)
 				}
-				id := store.Identity()
-				log.Info("SIGHUP: certificate reloaded", "name", id.Name, "not_after", id.Leaf.NotAfter)
+				for _, f := range also {
+					f()
+				}
 			case <-done:
 				return
 			}

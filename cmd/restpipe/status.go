@@ -6,6 +6,7 @@ import (
 	"github.com/restpipe/restpipe/host/link"
 	"github.com/restpipe/restpipe/host/metrics"
 	"github.com/restpipe/restpipe/host/plugins"
+	"github.com/restpipe/restpipe/host/policy"
 )
 
 // nodeStatus is the JSON of GET /status.
@@ -15,6 +16,8 @@ type nodeStatus struct {
 	Version string           `json:"version"`
 	Peers   []peerStatus     `json:"peers"`
 	Plugins []plugins.Status `json:"plugins"`
+	// Policy is the policy in force (--policy), null without one.
+	Policy *policy.Status `json:"policy"`
 }
 
 // peerStatus describes one live link.
@@ -84,5 +87,6 @@ func (n *node) status() any {
 	if n.plugins != nil {
 		st.Plugins = n.plugins.Status()
 	}
+	st.Policy = n.policyStatus()
 	return st
 }

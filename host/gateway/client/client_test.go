@@ -462,6 +462,7 @@ func TestErrorKinds(t *testing.T) {
 			}},
 		{"timeout", c, client.Request{Path: client.ServerPath("slow"), Timeout: 200 * time.Millisecond}, host.KindTimeout, "200ms", nil},
 		{"too large", c, client.Request{Method: "POST", Path: client.ServerPath("echo"), Body: strings.NewReader(strings.Repeat("x", 2<<10))}, host.KindTooLarge, "1024-byte limit", nil},
+		{"forbidden", c, client.Request{Path: client.ServerPath("kind", "forbidden")}, host.KindForbidden, "made to fail", nil},
 		{"too large, streamed", c, client.Request{Method: "POST", Path: client.ServerPath("echo"), Body: io.MultiReader(strings.NewReader(strings.Repeat("x", 2<<10)))}, host.KindTooLarge, "1024-byte limit", nil},
 	}
 	for _, tt := range tests {
