@@ -64,6 +64,11 @@ type nodeConfig struct {
 	// PluginGOMAXPROCS is the plugins' GOMAXPROCS (0: Go's default).
 	PluginMTLS       bool
 	PluginGOMAXPROCS int
+	// PluginMaxAbandoned, PluginMaxMemory and PluginNice are the plugins'
+	// limits (see plugins.Config).
+	PluginMaxAbandoned int
+	PluginMaxMemory    int64
+	PluginNice         int
 	// Grace bounds the drain on shutdown: events in flight get this long
 	// to finish.
 	Grace time.Duration
@@ -158,6 +163,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		pc.Observer = n.metrics
 		pc.AutoMTLS = cfg.PluginMTLS
 		pc.GOMAXPROCS = cfg.PluginGOMAXPROCS
+		pc.MaxAbandoned, pc.MaxMemory, pc.Nice = cfg.PluginMaxAbandoned, cfg.PluginMaxMemory, cfg.PluginNice
 		if n.plugins, err = plugins.New(pc); err != nil {
 			return nil, err
 		}

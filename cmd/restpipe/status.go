@@ -66,7 +66,8 @@ func (n *node) snapshot() metrics.Snapshot {
 	}
 	if n.plugins != nil {
 		for _, p := range n.plugins.Status() {
-			snap.Plugins = append(snap.Plugins, metrics.PluginState{File: p.File, State: p.State, InFlight: p.InFlight, Restarts: p.Restarts})
+			snap.Plugins = append(snap.Plugins, metrics.PluginState{File: p.File, State: p.State, InFlight: p.InFlight, Restarts: p.Restarts,
+				Handlers: p.Handlers, Abandoned: p.Abandoned})
 		}
 	}
 	return snap

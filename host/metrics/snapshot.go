@@ -27,10 +27,12 @@ type PeerState struct {
 
 // PluginState is one plugin.
 type PluginState struct {
-	File     string
-	State    string // running, restarting, quarantined, ...
-	InFlight int
-	Restarts int
+	File      string
+	State     string // running, restarting, quarantined, ...
+	InFlight  int
+	Restarts  int
+	Handlers  int // running in the plugin
+	Abandoned int // of those, whose event already ended
 }
 
 // SetSnapshot registers f to be read at every scrape. Call it once.
@@ -73,9 +75,12 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	state := c.desc("restpipe_plugin_state", "1 for each plugin, labelled with its state.", "plugin", "state")
 	pin := c.desc("restpipe_plugin_events_in_flight", "Events in flight in a plugin.", "plugin")
 	restarts := c.desc("restpipe_plugin_restarts", "Restarts of a plugin after crashes.", "plugin")
+	handlers := c.desc("restpipe_plugin_handlers", "Handlers running in a plugin, by state: running (all of them) and abandoned (those whose event already ended: they ignore their context).", "plugin", "state")
 	for _, p := range s.Plugins {
 		ch <- prometheus.MustNewConstMetric(state, gauge, 1, p.File, p.State)
 		ch <- prometheus.MustNewConstMetric(pin, gauge, float64(p.InFlight), p.File)
 		ch <- prometheus.MustNewConstMetric(restarts, gauge, float64(p.Restarts), p.File)
+		ch <- prometheus.MustNewConstMetric(handlers, gauge, float64(p.Handlers), p.File, "running")
+		ch <- prometheus.MustNewConstMetric(handlers, gauge, float64(p.Abandoned), p.File, "abandoned")
 	}
 }

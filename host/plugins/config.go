@@ -29,6 +29,9 @@ type Observer interface {
 	PluginStarted(file string)
 	PluginCrashed(file string) // a crash or a failed start
 	PluginQuarantined(file string)
+	// PluginRefreshed: a plugin was restarted because its abandoned
+	// handlers exceeded MaxAbandoned.
+	PluginRefreshed(file string)
 	// ObservePluginCall: a plugin answered an event with its reply header
 	// (or failed) after d.
 	ObservePluginCall(d time.Duration, kind host.Kind)
@@ -45,6 +48,7 @@ type nopObserver struct{}
 func (nopObserver) PluginStarted(string)                       {}
 func (nopObserver) PluginCrashed(string)                       {}
 func (nopObserver) PluginQuarantined(string)                   {}
+func (nopObserver) PluginRefreshed(string)                     {}
 func (nopObserver) ObservePluginCall(time.Duration, host.Kind) {}
 func (nopObserver) PeerHook(bool)                              {}
 func (nopObserver) BadReply(string)                            {}
@@ -94,6 +98,31 @@ type Config struct {
 	// plugin saves the scheduler's hand-offs between threads on every
 	// event; plugins that compute in parallel want more. Default 1.
 	GOMAXPROCS int
+
+	// MaxAbandoned, when above 0, restarts a plugin whose abandoned
+	// handlers (still running after their event was canceled or timed
+	// out: a handler that ignores its context) exceed it: a new process
+	// takes the plugin's events, the old one finishes its events in
+	// flight and is killed. The node asks each plugin every
+	// StatsInterval. Default 0: never (/status and /metrics show them).
+	MaxAbandoned int
+
+	// MaxMemory, when above 0, limits each plugin process's data segment
+	// (RLIMIT_DATA: its heap and private writable mappings; a Go plugin
+	// starts near 100 MiB of it, mostly reserved rather than resident) to
+	// that many bytes: beyond it, its allocations fail and it crashes,
+	// and is restarted like any crash. Linux only.
+	MaxMemory int64
+
+	// Nice, when above 0, lowers each plugin process's CPU priority by
+	// that much (the nice value of every thread it has when it starts,
+	// which later threads inherit), so that a plugin burning CPU slows
+	// the node and the other plugins less. Linux only.
+	Nice int
+
+	// StatsInterval is how often the node asks a running plugin about its
+	// handlers (running and abandoned). Default 2s.
+	StatsInterval time.Duration
 
 	// StartTimeout bounds a plugin's start: launch, handshake and describe.
 	// Default 10s.
@@ -147,6 +176,7 @@ func DefaultConfig() Config {
 		Logger:          hclog.NewNullLogger(),
 		GOMAXPROCS:      1,
 		StartTimeout:    10 * time.Second,
+		StatsInterval:   2 * time.Second,
 		MinRestart:      100 * time.Millisecond,
 		MaxRestart:      10 * time.Second,
 		QuarantineAfter: 5,
@@ -192,7 +222,8 @@ func (c *Config) Validate() error {
 		v   *time.Duration
 		def time.Duration
 	}{{&c.StartTimeout, d.StartTimeout}, {&c.MinRestart, d.MinRestart}, {&c.MaxRestart, d.MaxRestart},
-		{&c.CrashWindow, d.CrashWindow}, {&c.Settle, d.Settle}, {&c.Rescan, d.Rescan}, {&c.DrainTimeout, d.DrainTimeout}} {
+		{&c.CrashWindow, d.CrashWindow}, {&c.Settle, d.Settle}, {&c.Rescan, d.Rescan}, {&c.DrainTimeout, d.DrainTimeout},
+		{&c.StatsInterval, d.StatsInterval}} {
 		if *f.v == 0 {
 			*f.v = f.def
 		}
@@ -202,6 +233,9 @@ func (c *Config) Validate() error {
 	}
 	if c.QuarantineAfter == 0 {
 		c.QuarantineAfter = d.QuarantineAfter
+	}
+	if c.MaxAbandoned < 0 || c.MaxMemory < 0 || c.Nice < 0 || c.Nice > 19 {
+		return errors.New("plugins: MaxAbandoned and MaxMemory must be positive, Nice between 0 and 19")
 	}
 	if c.MaxRestart < c.MinRestart {
 		return fmt.Errorf("plugins: MaxRestart %v is below MinRestart %v", c.MaxRestart, c.MinRestart)

@@ -285,3 +285,10 @@ func wantKind(t testing.TB, err error, k host.Kind, text string) {
 }
 
 var syscallZero = syscall.Signal(0)
+
+// String returns everything logged so far.
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -64,7 +64,7 @@ type instance struct {
 func (m *Manager) startInstance(ctx context.Context, path string, version []byte) (*instance, error) {
 	started := time.Now()
 	file := filepath.Base(path)
-	log := m.log.Named(file)
+	log := safeLogger{m.log.Named(file)}
 	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{})}
 
 	if m.cfg.Checksums != nil {
@@ -115,6 +115,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 			if err != nil {
 				return nil, err
 			}
+			r.maxData, r.nice = m.cfg.MaxMemory, m.cfg.Nice
 			inst.runner.Store(r)
 			return r, nil
 		},
@@ -124,7 +125,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 		AutoMTLS:     m.cfg.AutoMTLS,
 		SkipHostEnv:  true,
 		StartTimeout: m.cfg.StartTimeout,
-		Logger:       m.log,
+		Logger:       safeLogger{m.log},
 		SyncStdout:   newLineLogger(log, "stdout"),
 		SyncStderr:   newLineLogger(log, "stderr"),
 	})

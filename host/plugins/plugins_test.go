@@ -27,7 +27,7 @@ func TestPluginServesAndLogsUnderItsName(t *testing.T) {
 	e.install(bin("misbehave"), "good")
 	e.start()
 	st := e.waitState("good", StateRunning, 5*time.Second)
-	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 9 || st.PID == 0 {
+	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 11 || st.PID == 0 {
 		t.Errorf("status = %+v", st)
 	}
 	if want := fmt.Sprintf("%x", sha256File(t, bin("misbehave")))[:12]; st.SHA256 != want {
@@ -49,6 +49,14 @@ func TestPluginServesAndLogsUnderItsName(t *testing.T) {
 	e.logs.wait(5*time.Second, "plugins.good", "printed to os.Stdout by a handler")
 	e.logs.wait(5*time.Second, "plugins.good", "written to file descriptor 1 by a handler")
 	e.logs.wait(5*time.Second, "[WARN]", "plugins.good", "logged by a handler", "answer=42")
+	// A plugin's control characters and terminal escapes reach the log
+	// quoted, on every way out.
+	e.logs.wait(5*time.Second, "plugins.good", `escape \x1b[31mred\x1b[0m\a on stdout`)
+	e.logs.wait(5*time.Second, "plugins.good", `escape \x1b]0;title\a on descriptor 2`)
+	e.logs.wait(5*time.Second, "plugins.good", `escape \x1b[2J in a log line`, `\x1b[1mbold`)
+	if strings.ContainsRune(e.logs.String(), 0x1b) {
+		t.Error("a raw escape character reached the node's log")
+	}
 	if _, err := e.get("good/ok"); err != nil {
 		t.Errorf("event after printing = %v", err)
 	}
@@ -127,6 +135,74 @@ func TestCrashSeenWhileAChildHoldsTheOutput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAbandonedHandlersRestartThePlugin times out events whose handler
+// ignores its context and burns CPU: the node shows them as abandoned, and
+// past MaxAbandoned it restarts the plugin, whose other routes go on.
+func TestAbandonedHandlersRestartThePlugin(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxAbandoned = 2; c.StatsInterval = 100 * time.Millisecond })
+	e.install(bin("misbehave"), "spinner")
+	e.start()
+	before := e.waitState("spinner", StateRunning, 5*time.Second)
+	sawAbandoned := false
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, _, err := e.call(ctx, "get", "spinner/spin", nil)
+		cancel()
+		wantKind(t, err, host.KindTimeout, "")
+		if st, _ := e.status("spinner"); st.Abandoned > 0 {
+			sawAbandoned = true
+		}
+	}
+	waitFor(t, 10*time.Second, "the plugin to be restarted", func() bool {
+		st, _ := e.status("spinner")
+		if st.Abandoned > 0 {
+			sawAbandoned = true
+		}
+		return st.State == StateRunning && st.PID != before.PID
+	})
+	if !sawAbandoned {
+		t.Error("/status never showed an abandoned handler")
+	}
+	if _, err := e.get("spinner/ok"); err != nil {
+		t.Errorf("event after the restart = %v", err)
+	}
+	waitFor(t, 10*time.Second, "the old process, still spinning, to be killed", func() bool { return !running(before.PID) })
+	e.logs.wait(5*time.Second, "too many abandoned handlers")
+}
+
+// TestPluginLimits checks the memory limit makes a plugin that allocates
+// too much crash (and be restarted) instead of growing, and the nice value
+// reaches every thread.
+func TestPluginLimits(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxMemory = 512 << 20; c.Nice = 7 })
+	e.install(bin("misbehave"), "hog")
+	e.start()
+	before := e.waitState("hog", StateRunning, 5*time.Second)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", before.PID))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", before.PID, task.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		if f[16] != "7" { // field 19 of stat, the nice value
+			t.Errorf("thread %s has nice %s, want 7", task.Name(), f[16])
+		}
+	}
+	if _, b, err := e.call(context.Background(), "get", "hog/alloc", nil); err != nil {
+		t.Fatalf("a small allocation failed: %v %s", err, b)
+	}
+	rep, err := e.table.Handle(context.Background(), &host.Event{ID: "t", Verb: "get", Noun: "hog/alloc", Query: map[string][]string{"mb": {"2048"}}})
+	if err == nil {
+		t.Fatalf("allocating 2 GiB under a 512 MiB limit answered %s", readAll(rep))
+	}
+	wantKind(t, err, host.KindPluginUnavailable, "")
+	waitFor(t, 10*time.Second, "the plugin to restart", func() bool {
+		st, _ := e.status("hog")
+		return st.State == StateRunning && st.PID != before.PID
+	})
 }
 
 func TestHungHandlerCostsOnlyItsEvent(t *testing.T) {

@@ -2,6 +2,9 @@ package plugins
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -32,4 +35,31 @@ func watchExit(pid int) bool {
 			return false
 		}
 	}
+}
+
+// limitProcess applies a plugin's limits to its process, just started:
+// RLIMIT_DATA of maxData bytes, and the nice value of each of its threads.
+func limitProcess(pid int, maxData int64, nice int) error {
+	if maxData > 0 {
+		lim := &unix.Rlimit{Cur: uint64(maxData), Max: uint64(maxData)}
+		if err := unix.Prlimit(pid, unix.RLIMIT_DATA, lim, nil); err != nil {
+			return fmt.Errorf("limit the plugin's memory: %w", err)
+		}
+	}
+	if nice > 0 {
+		// Twice: a thread started while the first pass ran inherits its
+		// creator's value, which the second pass sets if the first missed it.
+		for range 2 {
+			tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+			if err != nil {
+				return fmt.Errorf("lower the plugin's priority: %w", err)
+			}
+			for _, t := range tasks {
+				if tid, err := strconv.Atoi(t.Name()); err == nil {
+					_ = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -12,3 +12,6 @@ func procAttr() *syscall.SysProcAttr {
 // watchExit cannot wait for a process without reaping it here: the node
 // learns of a plugin's exit when go-plugin has drained its output.
 func watchExit(int) bool { return false }
+
+// limitProcess applies no limits where Linux's are not available.
+func limitProcess(int, int64, int) error { return nil }

@@ -38,6 +38,9 @@ type procRunner struct {
 	pid    atomic.Int64  // set once started; Kill may read it from another goroutine
 
 	exitOnce sync.Once
+
+	maxData int64 // limits applied after start (see limitProcess)
+	nice    int
 }
 
 // pipeGrace is how long the pipes of an exited plugin may stay open (its
@@ -88,6 +91,9 @@ func (r *procRunner) Start(context.Context) error {
 	}
 	r.pid.Store(int64(r.cmd.Process.Pid))
 	r.log.Debug("plugin process started", "path", r.cmd.Path, "pid", r.cmd.Process.Pid)
+	if err := limitProcess(r.cmd.Process.Pid, r.maxData, r.nice); err != nil {
+		r.log.Warn("plugin limits not applied", "error", err)
+	}
 	go func() {
 		if watchExit(r.cmd.Process.Pid) {
 			r.afterExit()

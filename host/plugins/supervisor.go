@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
 
 // Plugin states, as /status shows them.
@@ -49,6 +51,14 @@ type Status struct {
 	// Connections counts the event connections the node holds to the
 	// plugin, idle ones included (at most eventpath.DefaultMaxIdle idle).
 	Connections int `json:"connections"`
+	// Handlers counts the handlers running in the plugin, and Abandoned
+	// those among them whose event already ended (canceled or timed out:
+	// handlers that ignore their context), as the plugin said at the last
+	// check (every StatsInterval).
+	Handlers  int `json:"handlers"`
+	Abandoned int `json:"abandoned"`
+	// SDK names the SDK the plugin is built with ("go/2.0.0").
+	SDK string `json:"sdk,omitempty"`
 }
 
 // supervisor keeps one plugin file's process running: it starts it,
@@ -167,7 +177,10 @@ func (s *supervisor) run(ctx context.Context) {
 		retry   <-chan time.Time // when to restart after a crash
 		tried   []byte           // the version last started
 		stuck   []byte           // a version that cannot run: not retried until the file changes
+		refresh bool             // start a new process of the same version: the running one's handlers are abandoned
 	)
+	stats := time.NewTicker(s.m.cfg.StatsInterval)
+	defer stats.Stop()
 	defer drains.Wait()
 	stop := func() {
 		s.unpublish()
@@ -199,7 +212,7 @@ func (s *supervisor) run(ctx context.Context) {
 			return
 		}
 
-		needStart := (cur == nil || !bytes.Equal(cur.version, want)) && !bytes.Equal(stuck, want) && retry == nil
+		needStart := (cur == nil || !bytes.Equal(cur.version, want) || refresh) && !bytes.Equal(stuck, want) && retry == nil
 		if needStart {
 			if cur == nil {
 				s.setStatus(func(st *Status) { st.State = StateStarting })
@@ -218,18 +231,23 @@ func (s *supervisor) run(ctx context.Context) {
 					}
 					break
 				}
-				old := cur
-				cur, stuck = inst, nil
+				old, refreshed := cur, refresh
+				cur, stuck, refresh = inst, nil, false
 				s.h.cur.Store(inst)
 				s.m.cfg.Observer.PluginStarted(s.file)
 				s.setStatus(func(st *Status) {
 					st.State, st.Error = StateRunning, ""
 					st.Name, st.Version = inst.desc.Name, inst.desc.Version
 					st.Routes, st.PID, st.SHA256 = slices.Clone(inst.routes), inst.pid(), shortHash(inst.sum)
+					st.SDK, st.Handlers, st.Abandoned = inst.desc.Sdk, 0, 0
 				})
 				if old != nil {
-					s.log.Info("plugin replaced by a new version", "name", inst.desc.Name, "version", inst.desc.Version,
-						"sha256", shortHash(inst.sum), "old_sha256", shortHash(old.sum))
+					if refreshed {
+						s.log.Warn("plugin restarted: too many abandoned handlers", "pid", inst.pid(), "old_pid", old.pid())
+					} else {
+						s.log.Info("plugin replaced by a new version", "name", inst.desc.Name, "version", inst.desc.Version,
+							"sha256", shortHash(inst.sum), "old_sha256", shortHash(old.sum))
+					}
 					drains.Add(1)
 					go func() { defer drains.Done(); s.drainAndKill(ctx, old) }()
 				} else {
@@ -249,6 +267,11 @@ func (s *supervisor) run(ctx context.Context) {
 					s.h.setUnavailable(fmt.Sprintf("plugin %s is %s: %v", s.file, state, err))
 					s.setStatus(func(st *Status) { st.State, st.Error = state, err.Error() })
 				}
+			case cur != nil && refresh:
+				// The restart for abandoned handlers failed: try again at
+				// the next check.
+				refresh = false
+				s.log.Error("plugin restart for abandoned handlers failed; keeping the running one", "error", err)
 			case cur != nil:
 				// A new version failed to start; the running one keeps
 				// serving until the file changes again.
@@ -271,6 +294,10 @@ func (s *supervisor) run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-retry:
 			retry = nil
+		case <-stats.C:
+			if cur != nil && s.checkHandlers(ctx, cur) {
+				refresh = true
+			}
 		case <-exited:
 			s.h.cur.CompareAndSwap(cur, nil)
 			cur.kill()
@@ -281,6 +308,26 @@ func (s *supervisor) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// checkHandlers asks the running plugin about its handlers, shows them in
+// the status, and reports whether its abandoned handlers exceed
+// MaxAbandoned.
+func (s *supervisor) checkHandlers(ctx context.Context, in *instance) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.m.cfg.StatsInterval)
+	defer cancel()
+	st, err := in.rpc.Stats(ctx, &pluginv1.StatsRequest{})
+	if err != nil {
+		s.log.Debug("plugin stats", "error", err)
+		return false
+	}
+	s.setStatus(func(ss *Status) { ss.Handlers, ss.Abandoned = int(st.Running), int(st.Abandoned) })
+	if max := s.m.cfg.MaxAbandoned; max > 0 && st.Abandoned > int64(max) {
+		s.m.cfg.Observer.PluginRefreshed(s.file)
+		s.log.Warn("plugin has too many abandoned handlers; restarting it", "abandoned", st.Abandoned, "limit", max)
+		return true
+	}
+	return false
 }
 
 // crashed records a crash or failed start and logs it.

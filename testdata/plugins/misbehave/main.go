@@ -13,7 +13,9 @@
 //	                 the deadline), crash (exits mid-event), hang (ignores
 //	                 its context), fork-crash (starts a child holding its
 //	                 stderr, ?detach=1 in a session of its own, then
-//	                 exits), print (writes to stdout and to file
+//	                 exits), spin (burns CPU for ?ms, ignoring its
+//	                 context), alloc (?mb megabytes), print (writes to
+//	                 stdout and to file
 //	                 descriptor 1), slow (?ms=N, or until canceled, which
 //	                 it logs with the event id), post echo, and peers
 //	                 (the peer events it received, in order), env (its
@@ -96,6 +98,25 @@ func main() {
 		go func() { time.Sleep(100 * time.Millisecond); os.Exit(5) }()
 		return pluginsdk.JSON(map[string]int{"child_pid": cmd.Process.Pid}), nil
 	})
+	// spin burns CPU for ?ms (default a minute), ignoring its context.
+	p.Handle("get", name+"/spin", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		ms, _ := strconv.Atoi(ev.QueryValue("ms"))
+		if ms <= 0 {
+			ms = 60000
+		}
+		for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		}
+		return pluginsdk.Text("spun"), nil
+	})
+	// alloc allocates and touches ?mb megabytes.
+	p.Handle("get", name+"/alloc", func(_ context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
+		mb, _ := strconv.Atoi(ev.QueryValue("mb"))
+		b := make([]byte, mb<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		return pluginsdk.JSON(map[string]int{"allocated_mb": len(b) >> 20}), nil
+	})
 	p.Handle("get", name+"/hang", func(context.Context, *pluginsdk.Event) (*pluginsdk.Reply, error) {
 		select {}
 	})
@@ -103,6 +124,10 @@ func main() {
 		fmt.Println("printed to os.Stdout by a handler")
 		os.NewFile(1, "fd1").WriteString("written to file descriptor 1 by a handler\n")
 		p.Logger().Warn("logged by a handler", "answer", 42)
+		// Terminal escapes and a bell, on every way out.
+		fmt.Println("escape \x1b[31mred\x1b[0m\a on stdout")
+		os.NewFile(2, "fd2").WriteString("escape \x1b]0;title\x07 on descriptor 2\n")
+		p.Logger().Info("escape \x1b[2J in a log line", "value", "\x1b[1mbold")
 		return pluginsdk.Text("printed"), nil
 	})
 	p.Handle("get", name+"/slow", func(ctx context.Context, ev *pluginsdk.Event) (*pluginsdk.Reply, error) {
