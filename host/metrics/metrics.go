@@ -337,7 +337,9 @@ func (m *Metrics) PluginCrashed(file string) {
 func (m *Metrics) PluginQuarantined(file string) { m.plugin.WithLabelValues(file, "quarantine").Inc() }
 
 // PluginRefreshed records a restart for abandoned handlers.
-func (m *Metrics) PluginRefreshed(file string) { m.plugin.WithLabelValues(file, "abandoned_restart").Inc() }
+func (m *Metrics) PluginRefreshed(file string) {
+	m.plugin.WithLabelValues(file, "abandoned_restart").Inc()
+}
 
 // PeerHook records a peer event delivered to (or dropped for) a plugin.
 func (m *Metrics) PeerHook(delivered bool) {
