@@ -78,6 +78,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.IntVar(&cfg.MaxStreamWindow, "stream-window-max", int(link.DefaultConfig().MaxStreamWindow), "largest per-stream window in `bytes`: caps one transfer at window/RTT, and what a slow reader holds per stream")
 	fs.IntVar(&nf.gomaxprocs, "gomaxprocs", defaultGOMAXPROCS(), "Go's GOMAXPROCS for this node; the default is half the CPUs (at least 1), leaving the rest to the plugins and local callers every event also runs through; 0 is Go's own default (all CPUs); a GOMAXPROCS in the environment wins")
 	fs.StringVar(&cfg.Policy, "policy", "", "HCL `file` saying which peers may call which of this node's routes, and how fast (see docs/policy.md); SIGHUP reloads it; default: every peer may call every route")
+	fs.Int64Var(&cfg.LinkBuffer, "link-buffer", link.DefaultConfig().LinkBuffer, "most `bytes` a peer can make this node hold buffered on one link: it bounds the link's windows times the streams the peer may open")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this `address`, for profiling; off by default, and never on a public address")
 	nf.logs.register(fs)
 }

@@ -107,6 +107,12 @@ func TestEveryErrorKind(t *testing.T) {
 			do(t, "GET", cl.url("/server/time"), nil, "X-Event-Timeout", "-1s"),
 			do(t, "OPTIONS", cl.url("/server/time"), nil),
 			do(t, "GET", cl.url("/server/time?%zz"), nil),
+			// Text that is not UTF-8 once decoded: the caller's mistake.
+			do(t, "GET", cl.url("/server/cat//%ff/x"), nil),
+			do(t, "GET", cl.url("/server/echo?x=%ff"), nil),
+			do(t, "GET", cl.url("/server/echo?%fe=1"), nil),
+			do(t, "GET", cl.url("/local/echo//%c3"), nil),
+			do(t, "POST", cl.url("/server/echo"), strings.NewReader("x"), "Content-Type", "text/\xff"),
 		} {
 			wantError(t, r, host.KindBadRequest)
 		}

@@ -58,6 +58,8 @@ type nodeConfig struct {
 	// control window in bytes; 0: the link's defaults.
 	StreamWindow    int
 	MaxStreamWindow int
+	// LinkBuffer bounds what a peer can make the node hold on one link.
+	LinkBuffer int64
 	// Pprof, when set, is the address of a listener serving Go's profiler.
 	Pprof string
 	// PluginMTLS secures plugin connections with go-plugin's AutoMTLS;
@@ -176,6 +178,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	lc.MaxInFlight = cfg.MaxInFlight
 	lc.StreamWindow = uint32(cfg.StreamWindow)
 	lc.MaxStreamWindow = uint32(cfg.MaxStreamWindow)
+	lc.LinkBuffer = cfg.LinkBuffer
 	lc.Observer = linkObserver{n}
 	var peers gateway.Peers
 	switch cfg.Role {

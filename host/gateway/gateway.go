@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -315,6 +316,12 @@ func (g *Gateway) parse(r *http.Request, id string) (*host.Event, target, time.D
 	if err != nil {
 		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "query string: %v", err)
 	}
+	if err := checkUTF8(query); err != nil {
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "query string: %v", err)
+	}
+	if ct := r.Header.Get("Content-Type"); !utf8.ValidString(ct) || len(ct) > maxContentType {
+		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "Content-Type must be UTF-8 text of at most %d bytes", maxContentType)
+	}
 	timeout := g.cfg.DefaultTimeout
 	if v := r.Header.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
@@ -457,6 +464,25 @@ func (g *Gateway) writeError(w http.ResponseWriter, err error) {
 	}
 	w.WriteHeader(e.Kind.Status())
 	_ = json.NewEncoder(w).Encode(b)
+}
+
+// maxContentType bounds a request's Content-Type.
+const maxContentType = 1 << 10
+
+// checkUTF8 refuses query keys and values that are not UTF-8 once
+// decoded: events carry text, and the protocols' strings must be UTF-8.
+func checkUTF8(q url.Values) error {
+	for k, vs := range q {
+		if !utf8.ValidString(k) {
+			return fmt.Errorf("key %q is not UTF-8 once decoded", k)
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return fmt.Errorf("the value of %q is not UTF-8 once decoded", k)
+			}
+		}
+	}
+	return nil
 }
 
 // mediaType returns a Content-Type without its parameters, lower-cased.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/restpipe/restpipe/host"
 )
@@ -92,6 +93,9 @@ func parsePath(escaped string) (target, error) {
 			d, err := url.PathUnescape(a)
 			if err != nil {
 				return t, fmt.Errorf("%w: argument %q: %v", errPath, a, err)
+			}
+			if !utf8.ValidString(d) {
+				return t, fmt.Errorf("%w: argument %q is not UTF-8 once decoded", errPath, a)
 			}
 			t.args[i] = d
 		}

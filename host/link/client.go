@@ -171,7 +171,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	welcome, err := clientHello(tc, c.cfg.Software, c.cfg.MaxHeaderSize)
+	welcome, err := clientHello(tc, &c.cfg.Config)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("hello with %s: %w", c.cfg.Addr, err)

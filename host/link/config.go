@@ -86,6 +86,18 @@ type Config struct {
 	StreamWindow    uint32
 	MaxStreamWindow uint32
 
+	// LinkBuffer bounds what a peer can make this side hold buffered on
+	// one link, across all its streams: each stream may hold up to twice
+	// its window (yamux buffers a window in a bytes.Buffer, whose room
+	// doubles as it grows), so a link lets its peer hold at most
+	// LinkBuffer / (2 x window) streams, MaxInFlight+32 at the most and
+	// 16 at the least (the window shrinks to fit 16). A LAN link (256 KiB
+	// windows) keeps every stream it may need; a long one (large windows)
+	// fewer. Each side tells the other its limit in the hello, and a
+	// sender keeps within it (events beyond wait no stream: they fail
+	// with overloaded). Default 256 MiB; at least 16 MiB.
+	LinkBuffer int64
+
 	// MaxInFlight bounds the events in flight per peer in each direction.
 	// Beyond it new events fail at once with overloaded. Default 256.
 	MaxInFlight int
@@ -114,6 +126,7 @@ func DefaultConfig() Config {
 		KeepAliveTimeout:  4 * time.Second,
 		StreamWindow:      256 << 10,
 		MaxStreamWindow:   16 << 20,
+		LinkBuffer:        256 << 20,
 		MaxInFlight:       256,
 		MaxHeaderSize:     64 << 10,
 		HeaderTimeout:     10 * time.Second,
@@ -148,6 +161,9 @@ func (c *Config) Validate() error {
 	if c.MaxStreamWindow == 0 {
 		c.MaxStreamWindow = max(d.MaxStreamWindow, c.StreamWindow)
 	}
+	if c.LinkBuffer == 0 {
+		c.LinkBuffer = d.LinkBuffer
+	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = d.MaxInFlight
 	}
@@ -161,6 +177,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("link: StreamWindow %d is below the 256 KiB minimum", c.StreamWindow)
 	case c.MaxStreamWindow < c.StreamWindow:
 		return fmt.Errorf("link: MaxStreamWindow %d is below StreamWindow %d", c.MaxStreamWindow, c.StreamWindow)
+	case c.LinkBuffer < 16<<20:
+		return fmt.Errorf("link: LinkBuffer %d is below the 16 MiB minimum", c.LinkBuffer)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("link: MaxInFlight %d must be at least 1", c.MaxInFlight)
 	case c.MaxHeaderSize < 1<<10 || c.MaxHeaderSize > 16<<20:
@@ -180,29 +198,59 @@ func setDuration(d *time.Duration, def time.Duration) {
 // and MaxStreamWindow (1.5 GB/s: a 10 ms path gets a 15 MB window).
 const WindowRate = 1.5e9
 
-// streamWindow returns the window for a link whose round trip is rtt.
-func (c *Config) streamWindow(rtt time.Duration) uint32 {
+// linkShape returns the window and the stream limit of a link whose round
+// trip is rtt: the window WindowRate x rtt within StreamWindow and
+// MaxStreamWindow, and as many streams as LinkBuffer holds at twice the
+// window each, between minStreams and MaxInFlight+streamSlack (the window
+// shrinking, at least to StreamWindow, so that minStreams fit).
+func (c *Config) linkShape(rtt time.Duration) (window uint32, streams int) {
 	w := WindowRate * rtt.Seconds()
 	switch {
-	case w <= float64(c.StreamWindow):
-		return c.StreamWindow
+	case rtt < lanRTT, w <= float64(c.StreamWindow):
+		window = c.StreamWindow
 	case w >= float64(c.MaxStreamWindow):
-		return c.MaxStreamWindow
+		window = c.MaxStreamWindow
+	default:
+		// Round up to a multiple of 256 KiB, so that links share configs.
+		const step = 256 << 10
+		window = uint32((uint64(w) + step - 1) / step * step)
 	}
-	// Round up to a multiple of 256 KiB, so that links share configs.
-	const step = 256 << 10
-	return uint32((uint64(w) + step - 1) / step * step)
+	most := c.MaxInFlight + streamSlack
+	perStream := 2 * int64(window)
+	streams = int(min(int64(most), c.LinkBuffer/perStream))
+	if streams < minStreams {
+		streams = min(minStreams, most)
+		fit := c.LinkBuffer / int64(2*streams)
+		window = max(c.StreamWindow, uint32(min(fit, int64(window)))&^(64<<10-1))
+	}
+	return window, streams
 }
 
-// MaxStreams returns how many streams a peer may hold open on a link
-// (events in flight, idle ones kept for reuse, and the few closing or
-// carrying a Cancel): beyond it, the peer is misbehaving and its link is
-// closed. With its window it bounds what a link may hold buffered.
+// lanRTT is the round trip below which a link keeps the smallest window
+// (and every stream its events may need), whatever its hello measured: a
+// loaded machine can take a few milliseconds to answer a hello on a LAN,
+// which must not shrink its links' stream limits.
+const lanRTT = 5 * time.Millisecond
+
+// streamTolerance is how many streams beyond its limit a peer may hold
+// before its link is closed: a sender counts a stream as gone when it
+// closes it, the receiver when it has read the close, so streams closing
+// (and cancels) may take a peer a little past the limit it keeps to.
+func streamTolerance(limit int) int { return limit + max(streamSlack, limit/2) }
+
+// MaxStreams returns the most streams a link with the defaults lets its
+// peer hold for maxInFlight events: events in flight, idle ones kept for
+// reuse, and the few closing or carrying a Cancel. (A link's own limit,
+// from its window and LinkBuffer, may be lower: see linkShape.)
 func MaxStreams(maxInFlight int) int { return maxInFlight + streamSlack }
 
 // streamSlack is how many streams beyond MaxInFlight a peer may hold:
 // cancels and streams closing. A sender keeps itself within half of it.
 const streamSlack = 32
+
+// minStreams is the fewest streams a link lets its peer hold, whatever its
+// window.
+const minStreams = 16
 
 // yamuxConfigs shares yamux configurations among a server's or client's
 // sessions, one per window size.

@@ -30,21 +30,25 @@ const maxSoftware = 128
 
 // hello is what one side learns from the hello exchange.
 type hello struct {
-	software string        // the peer's build, sanitized
-	rtt      time.Duration // this side's measure of the round trip
+	software    string        // the peer's build, sanitized
+	rtt         time.Duration // this side's measure of the round trip
+	window      uint32        // this side's stream window, from rtt
+	maxStreams  int           // how many streams this side lets the peer hold
+	peerStreams int           // how many streams the peer lets this side hold
 }
 
 // clientHello runs the client's side of the link hello on a TLS connection
 // whose handshake is complete: Hello, the server's Welcome, then Ready. The
 // time from Hello to Welcome is the client's measure of the round trip.
-func clientHello(conn net.Conn, software string, maxHeader int) (hello, error) {
-	h := &linkv1.Hello{
+func clientHello(conn net.Conn, cfg *Config) (hello, error) {
+	software, maxHeader := cfg.Software, cfg.MaxHeaderSize
+	hl := &linkv1.Hello{
 		ProtocolVersion:    ProtocolVersion,
 		MinProtocolVersion: MinProtocolVersion,
 		Software:           software,
 	}
 	start := time.Now()
-	if err := frame.WriteMsg(conn, h); err != nil {
+	if err := frame.WriteMsg(conn, hl); err != nil {
 		return hello{}, fmt.Errorf("send hello: %w", err)
 	}
 	var w linkv1.Welcome
@@ -59,17 +63,28 @@ func clientHello(conn net.Conn, software string, maxHeader int) (hello, error) {
 		return hello{}, fmt.Errorf("%w: server chose link protocol %d, this client speaks %d to %d",
 			ErrRefused, w.ProtocolVersion, MinProtocolVersion, ProtocolVersion)
 	}
-	if err := frame.WriteMsg(conn, &linkv1.Ready{RttUs: rtt.Microseconds()}); err != nil {
+	h := hello{software: sanitize(w.Software, maxSoftware), rtt: rtt}
+	h.window, h.maxStreams = cfg.linkShape(rtt)
+	if err := frame.WriteMsg(conn, &linkv1.Ready{RttUs: rtt.Microseconds(), MaxStreams: uint32(h.maxStreams)}); err != nil {
 		return hello{}, fmt.Errorf("send ready: %w", err)
 	}
-	return hello{software: sanitize(w.Software, maxSoftware), rtt: rtt}, nil
+	var a linkv1.Ack
+	if err := readExact(conn, maxHeader, &a); err != nil {
+		return hello{}, fmt.Errorf("read ack: %w", err)
+	}
+	h.peerStreams = int(a.MaxStreams)
+	if h.peerStreams < minPeerStreams {
+		return hello{}, fmt.Errorf("%w: the server lets this client hold %d streams, fewer than %d", ErrRefused, h.peerStreams, minPeerStreams)
+	}
+	return h, nil
 }
 
 // serverHello runs the server's side of the link hello: it reads the
 // client's Hello, picks a version both speak or refuses the link, and
 // waits for the client's Ready. The time from Welcome to Ready is the
 // server's own measure of the round trip: it never trusts the client's.
-func serverHello(conn net.Conn, software string, maxHeader int) (hello, error) {
+func serverHello(conn net.Conn, cfg *Config) (hello, error) {
+	software, maxHeader := cfg.Software, cfg.MaxHeaderSize
 	var h linkv1.Hello
 	if err := readExact(conn, maxHeader, &h); err != nil {
 		return hello{}, fmt.Errorf("read hello: %w", err)
@@ -94,8 +109,20 @@ func serverHello(conn net.Conn, software string, maxHeader int) (hello, error) {
 	if err := readExact(conn, maxHeader, &r); err != nil {
 		return hello{}, fmt.Errorf("read ready: %w", err)
 	}
-	return hello{software: sanitize(h.Software, maxSoftware), rtt: time.Since(start)}, nil
+	out := hello{software: sanitize(h.Software, maxSoftware), rtt: time.Since(start), peerStreams: int(r.MaxStreams)}
+	if out.peerStreams < minPeerStreams {
+		return hello{}, fmt.Errorf("%w: the client lets this server hold %d streams, fewer than %d", ErrRefused, out.peerStreams, minPeerStreams)
+	}
+	out.window, out.maxStreams = cfg.linkShape(out.rtt)
+	if err := frame.WriteMsg(conn, &linkv1.Ack{MaxStreams: uint32(out.maxStreams)}); err != nil {
+		return hello{}, fmt.Errorf("send ack: %w", err)
+	}
+	return out, nil
 }
+
+// minPeerStreams is the fewest streams a peer may offer: a hello that
+// offers fewer is refused.
+const minPeerStreams = 4
 
 // readExact reads one HEADER frame into m without reading a byte past it:
 // yamux takes over the connection right after the hello.

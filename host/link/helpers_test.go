@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -131,6 +132,21 @@ func (h *nodeHandler) Handle(ctx context.Context, ev *host.Event) (*host.Reply, 
 	case "get_fail":
 		return nil, &host.Error{Kind: host.KindHandlerFailed, Message: "it broke",
 			Exception: &host.Exception{Message: "it broke", Class: "ValueError"}}
+	case "get_deadline":
+		d, ok := ctx.Deadline()
+		msg := "none"
+		if ok {
+			msg = time.Until(d).Round(time.Hour).String()
+		}
+		return &host.Reply{ContentType: "text/plain", Size: int64(len(msg)), Body: io.NopCloser(strings.NewReader(msg))}, nil
+	case "get_status":
+		n, _ := strconv.Atoi(ev.Args[0])
+		return &host.Reply{Status: n}, nil
+	case "get_long":
+		// A body longer than the size it announces.
+		return &host.Reply{Size: 3, Body: io.NopCloser(strings.NewReader("abcdef"))}, nil
+	case "get_bigtype":
+		return &host.Reply{ContentType: strings.Repeat("x", 70<<10)}, nil
 	}
 	return nil, host.Errorf(host.KindNoRoute, "no handler for %s", ev.Route())
 }
@@ -267,6 +283,9 @@ func call(ctx context.Context, h host.Handler, verb, noun string, body []byte, a
 		return "", err
 	}
 	defer rep.Close()
+	if rep.Body == nil {
+		return "", nil
+	}
 	b, err := io.ReadAll(rep.Body)
 	return string(b), err
 }
@@ -392,4 +411,15 @@ func listenAgain(t testing.TB, addr string) net.Listener {
 	}
 	t.Fatalf("listen on %s again: %v", addr, err)
 	return nil
+}
+
+// testLinkConfig is a link configuration with every default, for tests
+// that speak the hello by hand.
+func testLinkConfig() *Config {
+	c := DefaultConfig()
+	c.Handler = newNodeHandler("raw")
+	if err := c.Validate(); err != nil {
+		panic(err)
+	}
+	return &c
 }

@@ -289,7 +289,7 @@ func mustFrame(t testing.TB, m proto.Message) []byte {
 func peerMux(t testing.TB, p *testPKI, addr, name string) *yamux.Session {
 	t.Helper()
 	c := rawLink(t, p, addr, name)
-	if _, err := clientHello(c, "test", 1<<16); err != nil {
+	if _, err := clientHello(c, testLinkConfig()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := yamux.DefaultConfig()

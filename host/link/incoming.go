@@ -30,7 +30,7 @@ type inStream struct {
 func (s *Session) serve() {
 	defer close(s.done)
 	defer s.startPinger().stop()
-	limit := MaxStreams(s.cfg.MaxInFlight)
+	limit := streamTolerance(s.maxStreams)
 	for {
 		st, err := s.mux.AcceptStream()
 		if err != nil {

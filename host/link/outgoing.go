@@ -43,7 +43,7 @@ func (s *Session) takeStream() (*outStream, error) {
 		return os, nil
 	}
 	s.mu.Unlock()
-	if n := s.opened.Load(); n >= int64(MaxStreams(s.cfg.MaxInFlight)-streamSlack/2) {
+	if n := s.opened.Load(); n >= int64(s.streamBudget()) {
 		// The peer would see too many.
 		return nil, &host.Error{Kind: host.KindOverloaded, RetryAfter: s.cfg.RetryAfter,
 			Message: fmt.Sprintf("%d streams open to %s, the most this side opens", n, s.peer)}
@@ -62,6 +62,12 @@ func (s *Session) takeStream() (*outStream, error) {
 	fr := frame.NewReader(st, s.cfg.MaxHeaderSize)
 	fr.Trailer = trailerError
 	return &outStream{s: s, st: st, fr: fr}, nil
+}
+
+// streamBudget is how many streams this side opens at most for events:
+// what the peer allows, less room for cancels and streams closing.
+func (s *Session) streamBudget() int {
+	return s.peerStreams - min(streamSlack/2, s.peerStreams/4)
 }
 
 // putStream keeps a stream whose event completed for the next event.
@@ -321,7 +327,7 @@ func (o *outEvent) interruptBody() {
 // peer already holds nearly as many streams as it may (the event's own
 // stream is closed anyway, and the far handler's deadline ends it).
 func (s *Session) sendCancel(id, seq uint32, reason string) {
-	if s.opened.Add(1) > int64(MaxStreams(s.cfg.MaxInFlight)-streamSlack/4) {
+	if s.opened.Add(1) > int64(s.peerStreams-s.peerStreams/16) {
 		s.opened.Add(-1)
 		s.log.Debug("cancel not sent: too many streams open", "stream", id)
 		return

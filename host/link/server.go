@@ -382,7 +382,7 @@ func (s *Server) handshake(conn *pendingConn) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client certificate: %w", err)
 	}
-	hello, err := serverHello(tc, s.cfg.Software, s.cfg.MaxHeaderSize)
+	hello, err := serverHello(tc, &s.cfg.Config)
 	if err != nil {
 		return nil, fmt.Errorf("hello from %s: %w", name, err)
 	}

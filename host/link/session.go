@@ -39,6 +39,9 @@ type Session struct {
 	software string        // the peer's build, from the hello
 	rtt0     time.Duration // the round trip measured in the hello
 	window   uint32        // this side's stream receive window
+	// maxStreams is how many streams the peer may hold open (more, and
+	// the link closes), peerStreams how many this side may.
+	maxStreams, peerStreams int
 
 	mux  *yamux.Session
 	conn *muxConn // under mux
@@ -74,21 +77,23 @@ type Session struct {
 func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer string, h hello, draining *atomic.Bool) (*Session, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
-		draining: draining,
-		idle:     make(chan struct{}, 1),
-		cfg:      cfg,
-		log:      cfg.Logger.With("peer", peer),
-		peer:     peer,
-		since:    time.Now(),
-		software: h.software,
-		rtt0:     h.rtt,
-		window:   cfg.streamWindow(h.rtt),
-		remote:   tc.RemoteAddr(),
-		ctx:      ctx,
-		cancel:   cancel,
-		outSem:   make(chan struct{}, cfg.MaxInFlight),
-		incoming: make(map[uint32]*inStream),
-		done:     make(chan struct{}),
+		draining:    draining,
+		idle:        make(chan struct{}, 1),
+		cfg:         cfg,
+		log:         cfg.Logger.With("peer", peer),
+		peer:        peer,
+		since:       time.Now(),
+		software:    h.software,
+		rtt0:        h.rtt,
+		window:      h.window,
+		maxStreams:  h.maxStreams,
+		peerStreams: h.peerStreams,
+		remote:      tc.RemoteAddr(),
+		ctx:         ctx,
+		cancel:      cancel,
+		outSem:      make(chan struct{}, cfg.MaxInFlight),
+		incoming:    make(map[uint32]*inStream),
+		done:        make(chan struct{}),
 	}
 	s.rtt.Store(int64(h.rtt))
 	s.conn = newMuxConn(tc, &s.bytesIn, &s.bytesOut)

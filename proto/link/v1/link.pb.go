@@ -158,11 +158,16 @@ func (x *Welcome) GetRefusal() string {
 // Ready is the client's answer to a Welcome that accepted the link, sent
 // at once (protocol 2 and later). The time from Hello to Welcome is the
 // client's measure of the round trip, and from Welcome to Ready the
-// server's; each side sizes its stream window from its own measure.
+// server's; each side sizes its stream window, and so how many streams it
+// lets its peer hold (see host/link Config.LinkBuffer), from its own
+// measure.
 type Ready struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// rtt_us is the round trip the client measured, for the server's logs.
-	RttUs         int64 `protobuf:"varint,1,opt,name=rtt_us,json=rttUs,proto3" json:"rtt_us,omitempty"`
+	RttUs int64 `protobuf:"varint,1,opt,name=rtt_us,json=rttUs,proto3" json:"rtt_us,omitempty"`
+	// max_streams is how many streams the client lets the server hold open
+	// on this link: more, and the link is closed.
+	MaxStreams    uint32 `protobuf:"varint,2,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +209,61 @@ func (x *Ready) GetRttUs() int64 {
 	return 0
 }
 
+func (x *Ready) GetMaxStreams() uint32 {
+	if x != nil {
+		return x.MaxStreams
+	}
+	return 0
+}
+
+// Ack is the server's answer to Ready, the last message of the hello;
+// yamux starts after it.
+type Ack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max_streams is how many streams the server lets the client hold open
+	// on this link: more, and the link is closed.
+	MaxStreams    uint32 `protobuf:"varint,1,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_link_v1_link_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_link_v1_link_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_link_v1_link_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Ack) GetMaxStreams() uint32 {
+	if x != nil {
+		return x.MaxStreams
+	}
+	return 0
+}
+
 // StreamHeader is the first frame on every yamux stream.
 type StreamHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -218,7 +278,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_link_v1_link_proto_msgTypes[3]
+	mi := &file_link_v1_link_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +290,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[3]
+	mi := &file_link_v1_link_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +303,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{3}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StreamHeader) GetKind() isStreamHeader_Kind {
@@ -315,7 +375,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_link_v1_link_proto_msgTypes[4]
+	mi := &file_link_v1_link_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +387,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[4]
+	mi := &file_link_v1_link_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +400,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{4}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Request) GetId() string {
@@ -416,7 +476,7 @@ type Values struct {
 
 func (x *Values) Reset() {
 	*x = Values{}
-	mi := &file_link_v1_link_proto_msgTypes[5]
+	mi := &file_link_v1_link_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +488,7 @@ func (x *Values) String() string {
 func (*Values) ProtoMessage() {}
 
 func (x *Values) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[5]
+	mi := &file_link_v1_link_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +501,7 @@ func (x *Values) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Values.ProtoReflect.Descriptor instead.
 func (*Values) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{5}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Values) GetValues() []string {
@@ -464,7 +524,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_link_v1_link_proto_msgTypes[6]
+	mi := &file_link_v1_link_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +536,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[6]
+	mi := &file_link_v1_link_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +549,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{6}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Cancel) GetStreamId() uint32 {
@@ -530,7 +590,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_link_v1_link_proto_msgTypes[7]
+	mi := &file_link_v1_link_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +602,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[7]
+	mi := &file_link_v1_link_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +615,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{7}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Reply) GetStatus() int32 {
@@ -606,7 +666,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_link_v1_link_proto_msgTypes[8]
+	mi := &file_link_v1_link_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +678,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[8]
+	mi := &file_link_v1_link_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +691,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{8}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Error) GetKind() string {
@@ -674,7 +734,7 @@ type Exception struct {
 
 func (x *Exception) Reset() {
 	*x = Exception{}
-	mi := &file_link_v1_link_proto_msgTypes[9]
+	mi := &file_link_v1_link_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +746,7 @@ func (x *Exception) String() string {
 func (*Exception) ProtoMessage() {}
 
 func (x *Exception) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[9]
+	mi := &file_link_v1_link_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +759,7 @@ func (x *Exception) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exception.ProtoReflect.Descriptor instead.
 func (*Exception) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{9}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Exception) GetMessage() string {
@@ -734,7 +794,7 @@ type Trailer struct {
 
 func (x *Trailer) Reset() {
 	*x = Trailer{}
-	mi := &file_link_v1_link_proto_msgTypes[10]
+	mi := &file_link_v1_link_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +806,7 @@ func (x *Trailer) String() string {
 func (*Trailer) ProtoMessage() {}
 
 func (x *Trailer) ProtoReflect() protoreflect.Message {
-	mi := &file_link_v1_link_proto_msgTypes[10]
+	mi := &file_link_v1_link_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +819,7 @@ func (x *Trailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trailer.ProtoReflect.Descriptor instead.
 func (*Trailer) Descriptor() ([]byte, []int) {
-	return file_link_v1_link_proto_rawDescGZIP(), []int{10}
+	return file_link_v1_link_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Trailer) GetError() *Error {
@@ -781,9 +841,14 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1a\n" +
 	"\bsoftware\x18\x02 \x01(\tR\bsoftware\x12\x18\n" +
-	"\arefusal\x18\x03 \x01(\tR\arefusal\"\x1e\n" +
+	"\arefusal\x18\x03 \x01(\tR\arefusal\"?\n" +
 	"\x05Ready\x12\x15\n" +
-	"\x06rtt_us\x18\x01 \x01(\x03R\x05rttUs\"\x81\x01\n" +
+	"\x06rtt_us\x18\x01 \x01(\x03R\x05rttUs\x12\x1f\n" +
+	"\vmax_streams\x18\x02 \x01(\rR\n" +
+	"maxStreams\"&\n" +
+	"\x03Ack\x12\x1f\n" +
+	"\vmax_streams\x18\x01 \x01(\rR\n" +
+	"maxStreams\"\x81\x01\n" +
 	"\fStreamHeader\x125\n" +
 	"\arequest\x18\x01 \x01(\v2\x19.restpipe.link.v1.RequestH\x00R\arequest\x122\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x18.restpipe.link.v1.CancelH\x00R\x06cancelB\x06\n" +
@@ -840,29 +905,30 @@ func file_link_v1_link_proto_rawDescGZIP() []byte {
 	return file_link_v1_link_proto_rawDescData
 }
 
-var file_link_v1_link_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_link_v1_link_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_link_v1_link_proto_goTypes = []any{
 	(*Hello)(nil),        // 0: restpipe.link.v1.Hello
 	(*Welcome)(nil),      // 1: restpipe.link.v1.Welcome
 	(*Ready)(nil),        // 2: restpipe.link.v1.Ready
-	(*StreamHeader)(nil), // 3: restpipe.link.v1.StreamHeader
-	(*Request)(nil),      // 4: restpipe.link.v1.Request
-	(*Values)(nil),       // 5: restpipe.link.v1.Values
-	(*Cancel)(nil),       // 6: restpipe.link.v1.Cancel
-	(*Reply)(nil),        // 7: restpipe.link.v1.Reply
-	(*Error)(nil),        // 8: restpipe.link.v1.Error
-	(*Exception)(nil),    // 9: restpipe.link.v1.Exception
-	(*Trailer)(nil),      // 10: restpipe.link.v1.Trailer
-	nil,                  // 11: restpipe.link.v1.Request.QueryEntry
+	(*Ack)(nil),          // 3: restpipe.link.v1.Ack
+	(*StreamHeader)(nil), // 4: restpipe.link.v1.StreamHeader
+	(*Request)(nil),      // 5: restpipe.link.v1.Request
+	(*Values)(nil),       // 6: restpipe.link.v1.Values
+	(*Cancel)(nil),       // 7: restpipe.link.v1.Cancel
+	(*Reply)(nil),        // 8: restpipe.link.v1.Reply
+	(*Error)(nil),        // 9: restpipe.link.v1.Error
+	(*Exception)(nil),    // 10: restpipe.link.v1.Exception
+	(*Trailer)(nil),      // 11: restpipe.link.v1.Trailer
+	nil,                  // 12: restpipe.link.v1.Request.QueryEntry
 }
 var file_link_v1_link_proto_depIdxs = []int32{
-	4,  // 0: restpipe.link.v1.StreamHeader.request:type_name -> restpipe.link.v1.Request
-	6,  // 1: restpipe.link.v1.StreamHeader.cancel:type_name -> restpipe.link.v1.Cancel
-	11, // 2: restpipe.link.v1.Request.query:type_name -> restpipe.link.v1.Request.QueryEntry
-	8,  // 3: restpipe.link.v1.Reply.error:type_name -> restpipe.link.v1.Error
-	9,  // 4: restpipe.link.v1.Error.exception:type_name -> restpipe.link.v1.Exception
-	8,  // 5: restpipe.link.v1.Trailer.error:type_name -> restpipe.link.v1.Error
-	5,  // 6: restpipe.link.v1.Request.QueryEntry.value:type_name -> restpipe.link.v1.Values
+	5,  // 0: restpipe.link.v1.StreamHeader.request:type_name -> restpipe.link.v1.Request
+	7,  // 1: restpipe.link.v1.StreamHeader.cancel:type_name -> restpipe.link.v1.Cancel
+	12, // 2: restpipe.link.v1.Request.query:type_name -> restpipe.link.v1.Request.QueryEntry
+	9,  // 3: restpipe.link.v1.Reply.error:type_name -> restpipe.link.v1.Error
+	10, // 4: restpipe.link.v1.Error.exception:type_name -> restpipe.link.v1.Exception
+	9,  // 5: restpipe.link.v1.Trailer.error:type_name -> restpipe.link.v1.Error
+	6,  // 6: restpipe.link.v1.Request.QueryEntry.value:type_name -> restpipe.link.v1.Values
 	7,  // [7:7] is the sub-list for method output_type
 	7,  // [7:7] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
@@ -875,7 +941,7 @@ func file_link_v1_link_proto_init() {
 	if File_link_v1_link_proto != nil {
 		return
 	}
-	file_link_v1_link_proto_msgTypes[3].OneofWrappers = []any{
+	file_link_v1_link_proto_msgTypes[4].OneofWrappers = []any{
 		(*StreamHeader_Request)(nil),
 		(*StreamHeader_Cancel)(nil),
 	}
@@ -885,7 +951,7 @@ func file_link_v1_link_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_link_v1_link_proto_rawDesc), len(file_link_v1_link_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
