@@ -20,12 +20,14 @@ import (
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/dispatch"
+	"github.com/restpipe/restpipe/host/internal/hopbench"
 )
 
 // bins holds the plugin binaries built once for this test run.
 var bins string
 
 func TestMain(m *testing.M) {
+	hopbench.MaybeChild()
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "restpipe-plugins-")
 		if err != nil {

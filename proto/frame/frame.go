@@ -490,9 +490,11 @@ func (fr *Reader) BodyDone() bool { return fr.err == io.EOF }
 // read, io.EOF after a complete body.
 func (fr *Reader) BodyErr() error { return fr.err }
 
-// Read reads body bytes. It returns io.EOF after a clean END frame, the
-// trailer's error after an END frame that carries one, and an error
-// wrapping io.ErrUnexpectedEOF if the stream ends inside the body.
+// Read reads body bytes: at most the rest of the current DATA frame, and
+// all of it that fits in p (it waits for a frame's bytes still on their
+// way). It returns io.EOF after a clean END frame, the trailer's error
+// after an END frame that carries one, and an error wrapping
+// io.ErrUnexpectedEOF if the stream ends inside the body.
 func (fr *Reader) Read(p []byte) (int, error) {
 	if fr.err != nil {
 		return 0, fr.err
@@ -509,7 +511,12 @@ func (fr *Reader) Read(p []byte) (int, error) {
 	if int64(len(p)) > fr.left {
 		p = p[:fr.left]
 	}
-	n, err := fr.br.Read(p)
+	// Take all of the frame that fits in p, not just what the buffer
+	// holds: every sender writes a DATA frame whole, so the rest is on its
+	// way, and a node relaying what it reads then sends frames as large
+	// as it got them, instead of halving them at every buffer edge (the
+	// 64 KiB frames of a large body reached the caller as ~9 KiB writes).
+	n, err := io.ReadFull(fr.br, p)
 	fr.left -= int64(n)
 	fr.got += int64(n)
 	if err != nil {
