@@ -23,6 +23,8 @@
 //	   restarted
 //	h  plugin start: what one plugin adds to a node's start until its first
 //	   served event
+//	i  the plugin hop alone (node -> plugin -> node) beside a Unix-socket
+//	   ping-pong to a child process
 //
 // Scenarios a to e are run --rounds times, alternating the baseline and
 // restpipe, and each ratio is the median of the per-round ratios. See
@@ -53,6 +55,7 @@ const (
 	cmdServeDirect = "serve-direct" // the baseline server (or the plain origin behind ssh -R)
 	cmdLoad        = "load"         // the load generator
 	cmdIdle        = "idle"         // many idle clients of a server
+	cmdPingPong    = "pingpong"     // the Unix-socket echo of scenario i
 )
 
 func main() {
@@ -79,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runLoad(ctx, args[1:], stdout, stderr)
 		case cmdIdle:
 			return runIdle(ctx, args[1:], os.Stdin, stdout, stderr)
+		case cmdPingPong:
+			return runPingPong(ctx, args[1:], stderr)
 		}
 	}
 	opts, err := parseOptions(args, stderr)
@@ -102,7 +107,7 @@ type options struct {
 }
 
 // scenarios are the letters of every scenario, in order.
-const scenarios = "abcdefgh"
+const scenarios = "abcdefghi"
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("restpipe-bench", flag.ContinueOnError)
@@ -122,7 +127,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "Usage: restpipe-bench [flags]\n\nMeasure restpipe against a direct mTLS baseline in the same run; print one table of ratios.\n"+
 			"Scenarios: a small c=1 latency, b small c=64 throughput, c large echo MB/s and peak RSS,\n"+
 			"d large echo over an emulated RTT, e ssh -R peer, f memory per idle client,\n"+
-			"g reconnect storm, h plugin start.\n\nFlags:\n")
+			"g reconnect storm, h plugin start, i plugin hop alone.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

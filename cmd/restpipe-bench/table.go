@@ -330,6 +330,17 @@ func (r *results) rows(o *options) []row {
 			r.notes = append(r.notes, line)
 		}
 	}
+	if o.want("i") {
+		if v, ok := r.median("i.p50", tRestpipe); ok {
+			b, _ := r.median("i.p50", tPingPong)
+			rw := row{figure: "i. plugin hop alone (node -> plugin -> node), c=1, p50", measured: fmtMicros(v),
+				baseline: fmtMicros(b) + " (Unix ping-pong)", ratio: "—", goal: "reported", result: "reported"}
+			if x, ok := r.ratio("i.p50", tRestpipe, tPingPong); ok {
+				rw.ratio = fmt.Sprintf("%.2fx", x)
+			}
+			rows = append(rows, rw)
+		}
+	}
 	return rows
 }
 
