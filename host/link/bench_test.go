@@ -75,4 +75,3 @@ func discard(ctx context.Context, h host.Handler, verb, noun string, body []byte
 	}
 	return io.Copy(io.Discard, rep.Body)
 }
-
