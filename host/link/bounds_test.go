@@ -111,10 +111,20 @@ func TestPeerOverStreamLimitLosesItsLink(t *testing.T) {
 	p := newPKI(t)
 	srv := startServer(t, p, func(c *ServerConfig) { c.MaxInFlight = 4; c.HeaderTimeout = 30 * time.Second })
 	m := peerMux(t, p, srv.addr, "greedy")
+	sess := srv.session(t, "greedy", 5*time.Second)
+	incoming := func() int {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		return len(sess.incoming)
+	}
 	for i := 0; i < streamTolerance(MaxStreams(4))+8 && !m.IsClosed(); i++ {
 		if _, err := m.OpenStream(); err != nil {
 			break
 		}
+		// One at a time, each accepted before the next: opened faster
+		// than the server accepts them, streams beyond yamux's accept
+		// backlog are reset by yamux itself and never count.
+		waitFor(t, 5*time.Second, "the server to accept the stream", func() bool { return m.IsClosed() || incoming() == i+1 })
 	}
 	select {
 	case <-m.CloseChan():

@@ -89,13 +89,14 @@ type Config struct {
 	// LinkBuffer bounds what a peer can make this side hold buffered on
 	// one link, across all its streams: each stream may hold up to twice
 	// its window (yamux buffers a window in a bytes.Buffer, whose room
-	// doubles as it grows), so a link lets its peer hold at most
-	// LinkBuffer / (2 x window) streams, MaxInFlight+32 at the most and
-	// 16 at the least (the window shrinks to fit 16). A LAN link (256 KiB
-	// windows) keeps every stream it may need; a long one (large windows)
-	// fewer. Each side tells the other its limit in the hello, and a
-	// sender keeps within it (events beyond wait no stream: they fail
-	// with overloaded). Default 256 MiB; at least 16 MiB.
+	// doubles as it grows), and a peer may hold its stream limit plus a
+	// tolerance (streamTolerance) before its link closes, so the limit is
+	// what keeps all of those within LinkBuffer: MaxInFlight+32 at the
+	// most, 16 at the least (the window shrinks to fit 16). A LAN link
+	// (256 KiB windows) keeps every stream it may need; a long one (large
+	// windows) fewer. Each side tells the other its limit in the hello,
+	// and a sender keeps within it (events beyond wait for no stream:
+	// they fail with overloaded). Default 512 MiB; at least 16 MiB.
 	LinkBuffer int64
 
 	// MaxInFlight bounds the events in flight per peer in each direction.
@@ -126,7 +127,7 @@ func DefaultConfig() Config {
 		KeepAliveTimeout:  4 * time.Second,
 		StreamWindow:      256 << 10,
 		MaxStreamWindow:   16 << 20,
-		LinkBuffer:        256 << 20,
+		LinkBuffer:        512 << 20,
 		MaxInFlight:       256,
 		MaxHeaderSize:     64 << 10,
 		HeaderTimeout:     10 * time.Second,
@@ -200,9 +201,11 @@ const WindowRate = 1.5e9
 
 // linkShape returns the window and the stream limit of a link whose round
 // trip is rtt: the window WindowRate x rtt within StreamWindow and
-// MaxStreamWindow, and as many streams as LinkBuffer holds at twice the
-// window each, between minStreams and MaxInFlight+streamSlack (the window
-// shrinking, at least to StreamWindow, so that minStreams fit).
+// MaxStreamWindow, and as many streams as LinkBuffer holds, between
+// minStreams and MaxInFlight+streamSlack, counting every stream the peer
+// may hold before its link closes (streamTolerance) at twice the window
+// each; the window shrinks, at least to StreamWindow, so that minStreams
+// fit.
 func (c *Config) linkShape(rtt time.Duration) (window uint32, streams int) {
 	w := WindowRate * rtt.Seconds()
 	switch {
@@ -215,12 +218,17 @@ func (c *Config) linkShape(rtt time.Duration) (window uint32, streams int) {
 		const step = 256 << 10
 		window = uint32((uint64(w) + step - 1) / step * step)
 	}
+	// The peer may hold streamTolerance(streams) streams before its link
+	// closes, each with up to twice the window buffered: that is what
+	// must fit in LinkBuffer.
 	most := c.MaxInFlight + streamSlack
-	perStream := 2 * int64(window)
-	streams = int(min(int64(most), c.LinkBuffer/perStream))
-	if streams < minStreams {
-		streams = min(minStreams, most)
-		fit := c.LinkBuffer / int64(2*streams)
+	fits := func(n int, w uint32) bool { return int64(streamTolerance(n))*2*int64(w) <= c.LinkBuffer }
+	streams = most
+	for streams > minStreams && !fits(streams, window) {
+		streams--
+	}
+	if !fits(streams, window) {
+		fit := c.LinkBuffer / int64(2*streamTolerance(streams))
 		window = max(c.StreamWindow, uint32(min(fit, int64(window)))&^(64<<10-1))
 	}
 	return window, streams
@@ -232,11 +240,14 @@ func (c *Config) linkShape(rtt time.Duration) (window uint32, streams int) {
 // which must not shrink its links' stream limits.
 const lanRTT = 5 * time.Millisecond
 
-// streamTolerance is how many streams beyond its limit a peer may hold
-// before its link is closed: a sender counts a stream as gone when it
-// closes it, the receiver when it has read the close, so streams closing
-// (and cancels) may take a peer a little past the limit it keeps to.
-func streamTolerance(limit int) int { return limit + max(streamSlack, limit/2) }
+// streamTolerance is how many streams a peer may hold before its link is
+// closed, for a limit it was told: a sender counts a stream as gone when
+// it closes it, the receiver when it has read the close and its handler
+// has returned, so streams closing (and cancels) may take a peer past the
+// limit it keeps to, by at most as many streams as it can have open; a
+// small limit is therefore doubled, a large one gets half again, or
+// streamSlack more.
+func streamTolerance(limit int) int { return limit + max(min(streamSlack, limit), limit/2) }
 
 // MaxStreams returns the most streams a link with the defaults lets its
 // peer hold for maxInFlight events: events in flight, idle ones kept for

@@ -33,7 +33,8 @@ var (
 	ErrProtocol = errors.New("peer broke the link protocol")
 
 	// errTooManyFromSource refuses a connection from a source address
-	// that has MaxHandshakesPerSource in handshake already.
+	// that has MaxHandshakesPerSource in handshake already, when
+	// maxParked connections wait for a slot already.
 	errTooManyFromSource = errors.New("too many connections in handshake from one address")
 
 	// errConnClosed fails writes to a link's connection after it closed.

@@ -153,29 +153,57 @@ func TestFirstByteTimeout(t *testing.T) {
 }
 
 // TestHandshakesPerSource checks one source address can hold at most
-// MaxHandshakesPerSource handshakes: beyond it, its connections are closed
-// at once, while a client from another address links as usual.
+// MaxHandshakesPerSource handshakes: beyond it, its connections wait,
+// unread, for a slot of its own, while a client from another address
+// links at once; a real client behind the busy address links in its turn,
+// not refused.
 func TestHandshakesPerSource(t *testing.T) {
 	p := newPKI(t)
 	srv := startServer(t, p, func(c *ServerConfig) {
 		c.MaxHandshakes, c.MaxHandshakesPerSource, c.HandshakeTimeout = 16, 3, time.Minute
 	})
+	var speakers []net.Conn
 	for range 3 {
-		defer dialSpeaking(t, srv.addr, "127.0.0.1").Close()
+		c := dialSpeaking(t, srv.addr, "127.0.0.1")
+		defer c.Close()
+		speakers = append(speakers, c)
 	}
 	waitPending(t, srv, 3)
 	over := dialSpeaking(t, srv.addr, "127.0.0.1")
 	defer over.Close()
-	over.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := over.Read(make([]byte, 1)); isTimeout(err) {
-		t.Error("a fourth handshake from one address was kept")
-	}
+	waitParked(t, srv, 1)
+	waitPending(t, srv, 3)
 	// Another address of this machine (all of 127/8 is loopback).
-	cl := startClient(t, p, "a", srv.addr, func(c *ClientConfig) {
+	other := startClient(t, p, "a", srv.addr, func(c *ClientConfig) {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
 		c.Dial = d.DialContext
 	})
-	cl.waitUp(t, 5*time.Second)
+	other.waitUp(t, 5*time.Second)
+	// A real client behind the busy address queues behind the fourth
+	// connection; as the three handshakes ahead end, the fourth and then
+	// the client get their slots.
+	same := startClient(t, p, "b", srv.addr, nil)
+	waitParked(t, srv, 2)
+	for _, c := range speakers {
+		c.Close()
+	}
+	same.waitUp(t, 10*time.Second)
+	srv.mu.Lock()
+	parked := srv.nParked
+	srv.mu.Unlock()
+	if parked != 0 {
+		t.Errorf("%d connections still parked, want 0", parked)
+	}
+}
+
+// waitParked waits until n connections wait for their source's slot.
+func waitParked(t testing.TB, srv *testServer, n int) {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d connections parked", n), func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.nParked == n
+	})
 }
 
 // dialSpeaking opens a connection that sends the first byte of a TLS

@@ -42,10 +42,14 @@ type ServerConfig struct {
 	MaxHandshakes int
 
 	// MaxHandshakesPerSource bounds the connections one source address
-	// may have in handshake at once; beyond it a new one is closed at
-	// once (a client behind it retries with its backoff). Default 256:
-	// a NAT gateway's clients reconnecting together still fill the CPU
-	// with handshakes.
+	// may have in handshake at once, so that one address cannot take
+	// every slot. Beyond it a new connection from that address waits,
+	// unread, for the address's next finished handshake to hand it its
+	// slot, in the order they came (at most maxParked wait so in all;
+	// beyond that, and after HandshakeTimeout, it is closed and its
+	// client retries). Default 256: a NAT gateway's clients reconnecting
+	// together still fill the CPU with handshakes, and other addresses
+	// keep the rest of the slots.
 	MaxHandshakesPerSource int
 
 	// FirstByteTimeout is how long a new connection has to send its first
@@ -102,6 +106,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	pending   map[net.Conn]*pendingConn // connections in handshake
 	bySource  map[string]int            // connections in handshake, by source address
+	parked    map[string][]parkedConn   // connections waiting for their source's slot, oldest first
+	nParked   int                       // connections in parked
 	sessions  map[*Session]struct{}     // live sessions
 	wg        sync.WaitGroup            // one per connection being served
 }
@@ -121,6 +127,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		listeners:  make(map[net.Listener]struct{}),
 		pending:    make(map[net.Conn]*pendingConn),
 		bySource:   make(map[string]int),
+		parked:     make(map[string][]parkedConn),
 		sessions:   make(map[*Session]struct{}),
 	}
 	s.ymx = &yamuxConfigs{cfg: &s.cfg.Config}
@@ -197,22 +204,23 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		delay = 0
+		source := sourceOf(conn)
+		if parked, err := s.park(conn, source); parked {
+			if err != nil {
+				conn.Close()
+				s.refused(conn, err)
+			}
+			continue
+		}
 		if !s.acquireSlot() {
 			conn.Close()
 			return ErrServerClosed
 		}
-		pc, err := s.track(conn)
+		pc, err := s.track(conn, source)
 		if err != nil {
 			<-s.handshakes
 			conn.Close()
-			if errors.Is(err, ErrServerClosed) {
-				return err
-			}
-			s.cfg.Observer.LinkRefused(false, err)
-			if s.logLimit.Allow() {
-				s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
-			}
-			continue
+			return err
 		}
 		go s.serveConn(pc)
 	}
@@ -287,35 +295,111 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// track records a connection in handshake: ErrServerClosed once the
-// server is closed, errTooManyFromSource when its source holds
-// MaxHandshakesPerSource already.
-func (s *Server) track(conn net.Conn) (*pendingConn, error) {
+// sourceOf returns the address a connection comes from, without its port.
+func sourceOf(conn net.Conn) string {
 	source := conn.RemoteAddr().String()
 	if h, _, err := net.SplitHostPort(source); err == nil {
 		source = h
 	}
-	now := time.Now()
-	pc := &pendingConn{Conn: conn, start: now, source: source, deadline: now.Add(s.cfg.HandshakeTimeout)}
+	return source
+}
+
+// parkedConn is a connection waiting for a handshake slot of its source.
+type parkedConn struct {
+	conn net.Conn
+	at   time.Time
+}
+
+// maxParked bounds the connections waiting for their source's handshake
+// slot, across all sources: each holds a file descriptor and nothing else.
+const maxParked = 8192
+
+// park makes conn wait for a slot of its source when the source holds
+// MaxHandshakesPerSource already, and reports whether it did; with an
+// error when conn must be closed instead (too many wait already, or the
+// server is closed).
+func (s *Server) park(conn net.Conn, source string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true, ErrServerClosed
+	}
+	if s.bySource[source] < s.cfg.MaxHandshakesPerSource {
+		return false, nil
+	}
+	if s.nParked >= maxParked {
+		return true, fmt.Errorf("%w: %s has %d connections in handshake and %d connections wait for a slot in all",
+			errTooManyFromSource, source, s.bySource[source], s.nParked)
+	}
+	s.parked[source] = append(s.parked[source], parkedConn{conn: conn, at: time.Now()})
+	s.nParked++
+	return true, nil
+}
+
+// refused counts and logs (rate-limited) a connection closed before its
+// handshake, unless the server is closing.
+func (s *Server) refused(conn net.Conn, err error) {
+	if errors.Is(err, ErrServerClosed) {
+		return
+	}
+	s.cfg.Observer.LinkRefused(false, err)
+	if s.logLimit.Allow() {
+		s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
+	}
+}
+
+// track records a connection in handshake, or returns ErrServerClosed
+// once the server is closed.
+func (s *Server) track(conn net.Conn, source string) (*pendingConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrServerClosed
 	}
-	if n := s.bySource[source]; n >= s.cfg.MaxHandshakesPerSource {
-		return nil, fmt.Errorf("%w: %s has %d connections in handshake", errTooManyFromSource, source, n)
-	}
+	return s.trackLocked(conn, source), nil
+}
+
+func (s *Server) trackLocked(conn net.Conn, source string) *pendingConn {
+	now := time.Now()
+	pc := &pendingConn{Conn: conn, start: now, source: source, deadline: now.Add(s.cfg.HandshakeTimeout)}
 	s.pending[conn] = pc
 	s.bySource[source]++
 	s.wg.Add(1)
-	return pc, nil
+	return pc
 }
 
-// untrack forgets a connection whose handshake ended.
-func (s *Server) untrack(pc *pendingConn) {
+// untrack forgets a connection whose handshake ended. When a connection
+// from the same source is parked, it takes the slot: untrack returns it,
+// tracked, for the caller to serve; the caller keeps the handshake token.
+// Parked connections older than HandshakeTimeout (their clients gave up)
+// are closed on the way.
+func (s *Server) untrack(pc *pendingConn) *pendingConn {
 	delete(s.pending, pc.Conn)
 	if s.bySource[pc.source]--; s.bySource[pc.source] <= 0 {
 		delete(s.bySource, pc.source)
+	}
+	q := s.parked[pc.source]
+	for len(q) > 0 {
+		p := q[0]
+		q[0] = parkedConn{}
+		q = q[1:]
+		s.nParked--
+		if s.closed || time.Since(p.at) > s.cfg.HandshakeTimeout {
+			p.conn.Close()
+			continue
+		}
+		s.setParked(pc.source, q)
+		return s.trackLocked(p.conn, pc.source)
+	}
+	s.setParked(pc.source, q)
+	return nil
+}
+
+func (s *Server) setParked(source string, q []parkedConn) {
+	if len(q) == 0 {
+		delete(s.parked, source)
+	} else {
+		s.parked[source] = q
 	}
 }
 
@@ -325,7 +409,7 @@ func (s *Server) serveConn(pc *pendingConn) {
 	conn := pc.Conn
 	sess, err := s.handshake(pc)
 	s.mu.Lock()
-	s.untrack(pc)
+	next := s.untrack(pc)
 	if err == nil && s.closed {
 		err = ErrServerClosed
 	}
@@ -333,18 +417,17 @@ func (s *Server) serveConn(pc *pendingConn) {
 		s.sessions[sess] = struct{}{}
 	}
 	s.mu.Unlock()
-	<-s.handshakes
+	if next != nil {
+		go s.serveConn(next) // it takes this handshake's slot
+	} else {
+		<-s.handshakes
+	}
 	if err != nil {
 		conn.Close()
 		if sess != nil {
 			sess.mux.Close()
 		}
-		if !errors.Is(err, ErrServerClosed) {
-			s.cfg.Observer.LinkRefused(false, err)
-			if s.logLimit.Allow() {
-				s.log.Warn("link refused", "remote", conn.RemoteAddr(), "error", err)
-			}
-		}
+		s.refused(conn, err)
 		return
 	}
 
@@ -435,6 +518,13 @@ func (s *Server) Close() error {
 	for c := range s.pending {
 		c.Close()
 	}
+	for source, q := range s.parked {
+		for _, p := range q {
+			p.conn.Close()
+		}
+		delete(s.parked, source)
+	}
+	s.nParked = 0
 	for sess := range s.sessions {
 		sess.shutdown(ErrClosed)
 	}
