@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -149,6 +150,15 @@ def slow(ev):
 def crash(ev):
     os._exit(3)
 
+@p.route("post", "py/ignore")
+def ignore(ev):
+    import time
+    log = logging.getLogger("py.ignore")
+    log.warning("ignoring its body", extra={"id": ev.id})
+    ev.wait()
+    log.warning("gave up", extra={"id": ev.id, "deadline_passed": ev.deadline is not None and time.monotonic() >= ev.deadline})
+    return None
+
 @p.route("get", "py/stubborn")
 def stubborn(ev):
     import time
@@ -163,7 +173,7 @@ func TestPythonPluginServesAndPrintsToTheLog(t *testing.T) {
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
 	st := e.waitState("py", StateRunning, 10*time.Second)
-	if st.Name != "py" || st.Version != "1" || !strings.HasPrefix(st.SDK, "python/") || len(st.Routes) != 5 || st.StartMillis <= 0 {
+	if st.Name != "py" || st.Version != "1" || !strings.HasPrefix(st.SDK, "python/") || len(st.Routes) != 6 || st.StartMillis <= 0 {
 		t.Errorf("status = %+v", st)
 	}
 	v, err := e.get("py/ok", "a b")
@@ -299,6 +309,59 @@ func TestPythonStatsCountAbandonedHandlers(t *testing.T) {
 	waitFor(t, 2*time.Second, "an abandoned handler", func() bool { s := stats(); return s.Running == 1 && s.Abandoned == 1 })
 	waitFor(t, 5*time.Second, "it to return", func() bool { s := stats(); return s.Running == 0 && s.Abandoned == 0 && s.Served >= 1 })
 }
+
+// TestPythonHangUpReachesAHandlerThatDoesNotReadItsBody abandons an event
+// whose large upload the Python handler never reads: the plugin's reader
+// is stuck waiting for the handler, and must still see the node hang up.
+func TestPythonHangUpReachesAHandlerThatDoesNotReadItsBody(t *testing.T) {
+	e := newPythonEnv(t, nil)
+	e.script("py", fmt.Sprintf(pyBasic, "1"))
+	e.start()
+	e.waitState("py", StateRunning, 10*time.Second)
+	body := &stallingBody{left: 4 << 20, closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		rep, err := e.table.Handle(ctx, &host.Event{ID: "ignored-upload", Verb: "post", Noun: "py/ignore", Body: body, Size: -1})
+		if err == nil {
+			rep.Close()
+		}
+		done <- err
+	}()
+	e.logs.wait(10*time.Second, "ignoring its body", "id=ignored-upload")
+	time.Sleep(350 * time.Millisecond) // the plugin's queue is full, its reader waits
+	start := time.Now()
+	cancel()
+	if err := <-done; err == nil {
+		t.Error("the abandoned event succeeded")
+	}
+	e.logs.wait(3*time.Second, "gave up", "id=ignored-upload", "deadline_passed=false")
+	t.Logf("the handler saw the hang-up %v after it", time.Since(start).Round(time.Millisecond))
+}
+
+// stallingBody yields left zero bytes, then blocks until closed, as a
+// caller's upload that stalls does.
+type stallingBody struct {
+	mu     sync.Mutex
+	left   int
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	n := min(len(p), b.left)
+	b.left -= n
+	b.mu.Unlock()
+	if n > 0 {
+		clear(p[:n])
+		return n, nil
+	}
+	<-b.closed
+	return 0, errors.New("body closed")
+}
+
+func (b *stallingBody) Close() error { b.once.Do(func() { close(b.closed) }); return nil }
 
 // TestPythonSDKUnitTests runs the SDK's own tests (plugin-sdk/python/tests)
 // with the interpreter the plugins use.

@@ -178,6 +178,7 @@ class Pending:
 
     def _run(self):
         s = self._sock
+        deadline = time.monotonic() + self._timeout if self._timeout else None
         timer = threading.Timer(self._timeout, self._expire) if self._timeout else None
         if timer:
             timer.daemon = True
@@ -225,6 +226,11 @@ class Pending:
                 data = b"".join(parts)
             else:
                 fr.start_body(0)
+            if deadline is not None and time.monotonic() >= deadline:
+                # The timer is late (a loaded machine); a node would have
+                # given up at the deadline all the same.
+                self._expire()
+                raise TimeoutError()
             self._result = Result(rh, data)
             if sender is not None:
                 sender.join(1.0)
