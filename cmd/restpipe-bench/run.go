@@ -75,6 +75,11 @@ func runBench(ctx context.Context, o *options, stdout, stderr io.Writer) (err er
 			return err
 		}
 	}
+	if o.want("i") {
+		if err := r.runPythonHop(ctx); err != nil {
+			return err
+		}
+	}
 	r.res.machine.loadEnd = loadAvg()
 	r.res.elapsed = time.Since(started)
 	r.res.print(stdout, o)

@@ -329,7 +329,7 @@ func (r *results) rows(o *options) []row {
 			r.notes = append(r.notes, line)
 		}
 	}
-	return rows
+	return append(rows, r.pythonRows(o)...)
 }
 
 func verdict(ok bool) string {
