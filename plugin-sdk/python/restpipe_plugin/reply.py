@@ -95,6 +95,29 @@ def failure(message, cls, refused=""):
     return Response(pb.ReplyHeader(failure=e, refused=refused))
 
 
+#: The largest streamed reply of known size read before the reply starts.
+SMALL_BODY = 64 << 10
+
+
+def _read_small(iterable, size):
+    parts, n = [], 0
+    try:
+        for chunk in iterable:
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            parts.append(bytes(chunk))
+            n += len(parts[-1])
+            if n > size:
+                raise ValueError("reply body is longer than its announced %d bytes" % size)
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+    if n < size:
+        raise ValueError("reply body of %d bytes is shorter than its announced %d" % (n, size))
+    return b"".join(parts)
+
+
 def response_of(reply):
     """Returns the wire Response of a Reply, or raises ValueError for one
     the node would refuse (a status outside 200 to 599)."""
@@ -105,6 +128,11 @@ def response_of(reply):
     if not isinstance(code, int) or isinstance(code, bool) or not -(1 << 31) <= code < (1 << 31):
         raise ValueError("reply code %r is not a 32-bit integer" % (reply.code,))
     hdr = pb.ReplyHeader(status=status, return_code=code, content_type=reply.content_type or "")
+    if reply.streamed and 0 < reply.size <= SMALL_BODY:
+        # A small stream is read before the reply starts, so that one that
+        # raises or does not match its size fails the event as a whole
+        # (handler_failed) rather than after its status is sent.
+        return Response(hdr, _read_small(reply.body, reply.size))
     if reply.streamed:
         hdr.body_size = reply.size
         return Response(hdr, reply.body)

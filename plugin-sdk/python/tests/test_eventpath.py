@@ -83,6 +83,13 @@ class EventPathTest(unittest.TestCase):
                 raise OSError("disk gone")
             return Reply.stream(gen())
 
+        @p.route("get", "smallraises")
+        def smallraises(ev):
+            def gen():
+                yield b"partial"
+                raise OSError("disk gone")
+            return Reply.stream(gen(), size=10)
+
         self.h = Harness(p)
         self.addCleanup(self.h.close)
 
@@ -174,10 +181,16 @@ class EventPathTest(unittest.TestCase):
                 s.close()
 
     def test_reply_body_size_is_enforced(self):
-        for noun in ("long", "short", "raises"):
+        # A large or unknown-size stream that fails ends with a trailer
+        # after its status: the caller never takes it for complete.
+        for noun in ("short", "raises"):
             with self.assertRaises(ConnectionError, msg=noun) as cm:
                 self.h.call("get", noun)
             self.assertIn("body", str(cm.exception))
+        # A small one is read before the reply starts: the event fails whole.
+        for noun, cls in (("long", "ValueError"), ("smallraises", "OSError")):
+            r = self.h.call("get", noun)
+            self.assertEqual(r.failure and r.failure["class"], cls, noun)
         self.assertEqual(self.h.call("get", "ok").body, b"ok")
 
     def test_handler_ignoring_a_large_body(self):
