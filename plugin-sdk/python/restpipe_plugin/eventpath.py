@@ -166,23 +166,30 @@ class Event:
 
     def run(self):
         server = self._server
+        ok = False
         try:
-            resp = server._handler(self)
-        except BaseException as e:  # the SDK's layer catches handler errors; this is a last guard
-            server._report("event handler layer failed: %r" % (e,))
-            resp = Response(pb.ReplyHeader(failure=pb.Exception(message=str(e), **{"class": type(e).__name__})))
-        ok = write_response(self._sock, resp, self, server._report)
-        # The reply body may have read the request body (an echo does):
-        # only once it is sent does the reader drop what the handler left.
-        self.body.handler_returned()
-        with server._lock:
-            server._running -= 1
-            server._served += 1
-            server._orphans.discard(self)
-            self._finished = True
-        self.reusable = ok
-        self.cancel(HANDLER_DONE)
-        self.done.set()
+            try:
+                resp = server._handler(self)
+            except BaseException as e:  # the SDK's layer catches handler errors; this is a last guard
+                server._report("event handler layer failed: %r" % (e,))
+                resp = Response(pb.ReplyHeader(failure=pb.Exception(message=str(e), **{"class": type(e).__name__})))
+            ok = write_response(self._sock, resp, self, server._report)
+        except BaseException as e:
+            server._report("event %s: the reply could not be sent: %r" % (self.header.id, e))
+            _shutdown(self._sock)
+        finally:
+            # The reply body may have read the request body (an echo
+            # does): only once it is sent does the reader drop what the
+            # handler left.
+            self.body.handler_returned()
+            with server._lock:
+                server._running -= 1
+                server._served += 1
+                server._orphans.discard(self)
+                self._finished = True
+            self.reusable = ok
+            self.cancel(HANDLER_DONE)
+            self.done.set()
 
     def abandoned(self):
         """Reports whether the event's handler still runs after its event
@@ -639,7 +646,7 @@ def check_peer(sock):
     if opt is None:
         return None
     try:
-        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i")))
+        pid, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("iII")))
     except OSError as e:
         return "event connection: read peer credentials: %s" % e
     me = os.getuid()

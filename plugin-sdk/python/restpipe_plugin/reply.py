@@ -128,7 +128,7 @@ def response_of(reply):
     if not isinstance(code, int) or isinstance(code, bool) or not -(1 << 31) <= code < (1 << 31):
         raise ValueError("reply code %r is not a 32-bit integer" % (reply.code,))
     hdr = pb.ReplyHeader(status=status, return_code=code, content_type=reply.content_type or "")
-    if reply.streamed and 0 < reply.size <= SMALL_BODY:
+    if reply.streamed and 0 <= reply.size <= SMALL_BODY:
         # A small stream is read before the reply starts, so that one that
         # raises or does not match its size fails the event as a whole
         # (handler_failed) rather than after its status is sent.
