@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -272,6 +273,56 @@ func TestPythonPluginHotReplacement(t *testing.T) {
 		t.Errorf("slow event = %q, want it answered by version 1", got)
 	}
 	waitFor(t, 5*time.Second, "the old process to exit", func() bool { return !alive(old.PID) })
+	// It was stopped through go-plugin's GRPCController.Shutdown, not killed
+	// after go-plugin's 2 s grace.
+	if e.logs.has("plugin failed to exit gracefully") {
+		t.Error("the replaced Python plugin did not exit when the node asked it to")
+	}
+}
+
+// pyConfigured is a plugin that keeps its configuration, or refuses one
+// without "color".
+const pyConfigured = `from restpipe_plugin import Plugin
+p = Plugin("conf", "1")
+settings = {}
+
+@p.configure
+def configure(cfg):
+    if "color" not in cfg:
+        raise KeyError("setting 'color' is required")
+    settings.update(cfg)
+
+@p.route("get", "conf")
+def conf(ev):
+    return settings
+
+p.serve()
+`
+
+func TestPythonPluginConfigurationAndPinning(t *testing.T) {
+	sum := func(src string) []byte {
+		s := sha256.Sum256([]byte("#!/usr/bin/env python3\n" + src))
+		return s[:]
+	}
+	e := newPythonEnv(t, func(c *Config) {
+		c.PluginConfig = map[string]map[string]string{"conf": {"color": "blue", "size": "3"}}
+		c.Checksums = map[string][]byte{"conf": sum(pyConfigured), "unconfigured": sum(pyConfigured), "changed": sum(pyConfigured)}
+	})
+	e.script("conf", pyConfigured)
+	e.script("unconfigured", pyConfigured)
+	e.script("changed", pyConfigured+"# edited after pinning\n")
+	e.start()
+	e.waitState("conf", StateRunning, 10*time.Second)
+	if v, err := e.get("conf"); err != nil || v["color"] != "blue" || v["size"] != "3" {
+		t.Errorf("configuration seen by the plugin = %v, %v", v, err)
+	}
+	st := e.waitState("unconfigured", StateMisconfigured, 10*time.Second)
+	if !strings.Contains(st.Error, "configure: KeyError: \"setting 'color' is required\"") {
+		t.Errorf("unconfigured: %+v", st)
+	}
+	if st := e.waitState("changed", StateRefused, 10*time.Second); !strings.Contains(st.Error, "does not match the checksum manifest") {
+		t.Errorf("changed: %+v", st)
+	}
 }
 
 func TestPythonPluginOverAutoMTLS(t *testing.T) {
