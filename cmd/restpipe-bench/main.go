@@ -23,7 +23,7 @@
 //	   restarted
 //	h  plugin start: what one plugin adds to a node's start until its first
 //	   served event
-//	i  the Python plugin hop beside the Go one: c=1 p50 and c=64 events per
+//	j  the Python plugin hop beside the Go one: c=1 p50 and c=64 events per
 //	   second, and each plugin's start (python.go)
 //
 // Scenarios a to e are run --rounds times, alternating the baseline and
@@ -104,7 +104,7 @@ type options struct {
 }
 
 // scenarios are the letters of every scenario, in order.
-const scenarios = "abcdefghi"
+const scenarios = "abcdefghj"
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("restpipe-bench", flag.ContinueOnError)
@@ -124,7 +124,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "Usage: restpipe-bench [flags]\n\nMeasure restpipe against a direct mTLS baseline in the same run; print one table of ratios.\n"+
 			"Scenarios: a small c=1 latency, b small c=64 throughput, c large echo MB/s and peak RSS,\n"+
 			"d large echo over an emulated RTT, e ssh -R peer, f memory per idle client,\n"+
-			"g reconnect storm, h plugin start, i Python plugin hop.\n\nFlags:\n")
+			"g reconnect storm, h plugin start, j Python plugin hop.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

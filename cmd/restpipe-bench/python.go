@@ -14,7 +14,7 @@ import (
 	"github.com/restpipe/restpipe/cmd/internal/srctree"
 )
 
-// Scenario i: the Python plugin hop beside the Go one. A server node runs
+// Scenario j: the Python plugin hop beside the Go one. A server node runs
 // the Go time plugin and a Python plugin answering the same small event
 // (pytime, written with plugin-sdk/python's native API); a client node
 // calls both through the link, round after round, at concurrency 1 (p50
@@ -29,7 +29,7 @@ import (
 // one, or outside the source tree (the SDK is plugin-sdk/python), the
 // scenario is skipped with a note.
 
-// pytime is the Python plugin of scenario i: the Go time plugin's answer.
+// pytime is the Python plugin of scenario j: the Go time plugin's answer.
 const pytime = `#!/usr/bin/env python3
 import time
 from restpipe_plugin import Plugin
@@ -43,7 +43,7 @@ def get_time(ev):
 p.serve()
 `
 
-// Targets of scenario i.
+// Targets of scenario j.
 const (
 	tGoPlugin = "go plugin"
 	tPyPlugin = "python plugin"
@@ -66,20 +66,20 @@ func findBenchPython() (string, error) {
 	return "", errors.New("no python3 (3.11+) imports grpc and google.protobuf (apt-get install python3-grpcio python3-protobuf)")
 }
 
-// runPythonHop runs scenario i. What cannot run is noted, not fatal.
+// runPythonHop runs scenario j. What cannot run is noted, not fatal.
 func (r *runner) runPythonHop(ctx context.Context) error {
-	fmt.Fprintln(r.log, "i. Python plugin hop...")
+	fmt.Fprintln(r.log, "j. Python plugin hop...")
 	root, err := srctree.Root()
 	if err != nil {
-		r.res.note("i. skipped: the Python SDK is in the source tree, which is not here: %v", err)
+		r.res.note("j. skipped: the Python SDK is in the source tree, which is not here: %v", err)
 		return nil
 	}
 	py, err := findBenchPython()
 	if err != nil {
-		r.res.note("i. skipped: %v", err)
+		r.res.note("j. skipped: %v", err)
 		return nil
 	}
-	base := filepath.Join(r.work, "i")
+	base := filepath.Join(r.work, "j")
 	plugins, bin := filepath.Join(base, "plugins"), filepath.Join(base, "bin")
 	for _, d := range []string{plugins, bin} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -106,36 +106,36 @@ func (r *runner) runPythonHop(ctx context.Context) error {
 	defer r.procs.forget(srv)
 	l, err := srv.waitLog(ctx, 0, time.Minute, "listening", nil)
 	if err != nil {
-		r.res.note("i. server node: %v", err)
+		r.res.note("j. server node: %v", err)
 		return nil
 	}
 	cl, err := r.startClient(ctx, "client node (Python hop)", nameClient, l.str("link"))
 	if err != nil {
-		r.res.note("i. client node: %v", err)
+		r.res.note("j. client node: %v", err)
 		return nil
 	}
 	defer r.procs.forget(cl.child)
 	urls := map[string]string{tGoPlugin: "http://" + cl.http + "/server/time", tPyPlugin: "http://" + cl.http + "/server/pytime"}
 	if err := getOK(ctx, urls[tPyPlugin]); err != nil {
-		r.res.note("i. the Python plugin does not answer: %v\n%s", err, srv.tail(10))
+		r.res.note("j. the Python plugin does not answer: %v\n%s", err, srv.tail(10))
 		return nil
 	}
 	for _, file := range []string{"time", "pytime"} {
 		if ms, err := pluginStartMillis(ctx, l.str("http"), file); err == nil {
-			r.res.add("i.start", file, 1, ms)
+			r.res.add("j.start", file, 1, ms)
 		}
 	}
 	warm := min(time.Second, r.o.duration/5)
 	for round := 1; round <= r.o.rounds; round++ {
 		for _, t := range []string{tGoPlugin, tPyPlugin} {
 			ep := endpoint{small: urls[t]}
-			res, err := r.load(ctx, t, round, "i", ep, loadSpec{mode: "small", url: urls[t], concurrency: 1, duration: r.o.duration, warmup: warm})
+			res, err := r.load(ctx, t, round, "j", ep, loadSpec{mode: "small", url: urls[t], concurrency: 1, duration: r.o.duration, warmup: warm})
 			if err == nil && res.Requests > 0 {
-				r.res.add("i.p50", t, round, res.P50us)
+				r.res.add("j.p50", t, round, res.P50us)
 			}
-			res, err = r.load(ctx, t, round, "i", ep, loadSpec{mode: "small", url: urls[t], concurrency: 64, duration: r.o.duration, warmup: warm})
+			res, err = r.load(ctx, t, round, "j", ep, loadSpec{mode: "small", url: urls[t], concurrency: 64, duration: r.o.duration, warmup: warm})
 			if err == nil && res.Requests > 0 {
-				r.res.add("i.eps", t, round, res.EventsPerSec)
+				r.res.add("j.eps", t, round, res.EventsPerSec)
 			}
 		}
 	}
@@ -172,10 +172,10 @@ func pluginStartMillis(ctx context.Context, httpAddr, file string) (float64, err
 	return 0, fmt.Errorf("no start_ms for %s in /status", file)
 }
 
-// pythonRows are scenario i's rows: the Python plugin against the Go one.
+// pythonRows are scenario j's rows: the Python plugin against the Go one.
 // The caller holds r.mu.
 func (r *results) pythonRows(o *options) []row {
-	if !o.want("i") {
+	if !o.want("j") {
 		return nil
 	}
 	var rows []row
@@ -197,15 +197,15 @@ func (r *results) pythonRows(o *options) []row {
 		}
 		rows = append(rows, rw)
 	}
-	cmp("i. Python plugin hop: small GET, c=1, p50", "i.p50", fmtMicros)
-	cmp("i. Python plugin hop: small GET, c=64, throughput", "i.eps", fmtRate)
-	py, ok1 := r.median("i.start", "pytime")
-	gp, ok2 := r.median("i.start", "time")
+	cmp("j. Python plugin hop: small GET, c=1, p50", "j.p50", fmtMicros)
+	cmp("j. Python plugin hop: small GET, c=64, throughput", "j.eps", fmtRate)
+	py, ok1 := r.median("j.start", "pytime")
+	gp, ok2 := r.median("j.start", "time")
 	if ok1 || ok2 {
-		rows = append(rows, row{figure: "i. plugin start (start_ms in /status)", measured: fmt.Sprintf("%.1f ms", py),
+		rows = append(rows, row{figure: "j. plugin start (start_ms in /status)", measured: fmt.Sprintf("%.1f ms", py),
 			baseline: fmt.Sprintf("%.1f ms (Go)", gp), ratio: "—", goal: "reported", result: "reported"})
 	}
-	r.notes = append(r.notes, fmt.Sprintf("i: both plugins on one server node, called from one client node through the link; "+
+	r.notes = append(r.notes, fmt.Sprintf("j: both plugins on one server node, called from one client node through the link; "+
 		"baseline the Go time plugin; medians of %d rounds, a ratio the median of the per-round ratios; "+
 		"plugin start is the node's own measure of one start each (exec, imports, handshake, describe).", o.rounds))
 	return rows

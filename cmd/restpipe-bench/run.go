@@ -75,7 +75,7 @@ func runBench(ctx context.Context, o *options, stdout, stderr io.Writer) (err er
 			return err
 		}
 	}
-	if o.want("i") {
+	if o.want("j") {
 		if err := r.runPythonHop(ctx); err != nil {
 			return err
 		}
