@@ -341,7 +341,7 @@ func (r *results) rows(o *options) []row {
 			rows = append(rows, rw)
 		}
 	}
-	return rows
+	return append(rows, r.pythonRows(o)...)
 }
 
 func verdict(ok bool) string {

@@ -43,6 +43,8 @@ type instance struct {
 	routes   []string
 	debug    bool // keep tracebacks
 	observer Observer
+	tail     *tailWriter   // the end of its standard error, for why it died
+	took     time.Duration // how long its start took: launch, handshake, describe
 
 	mu       sync.Mutex
 	inFlight int
@@ -65,7 +67,8 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 	started := time.Now()
 	file := filepath.Base(path)
 	log := safeLogger{m.log.Named(file)}
-	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{})}
+	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{}),
+		tail: &tailWriter{}}
 
 	if m.cfg.Checksums != nil {
 		// go-plugin's own check (SecureConfig) runs on the command it
@@ -128,6 +131,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 		Logger:       safeLogger{m.log},
 		SyncStdout:   newLineLogger(log, "stdout"),
 		SyncStderr:   newLineLogger(log, "stderr"),
+		Stderr:       inst.tail,
 	})
 	inst.client = client
 
@@ -143,7 +147,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 	rpcClient, err := client.Client()
 	if err != nil {
 		client.Kill()
-		return nil, fmt.Errorf("start: %w", err)
+		return nil, inst.tail.withLastWords("start", err)
 	}
 	raw, err := rpcClient.Dispense(pluginv1.PluginName)
 	if err != nil {
@@ -162,7 +166,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 	})
 	if err != nil {
 		client.Kill()
-		return nil, fmt.Errorf("describe: %w", err)
+		return nil, inst.tail.withLastWords("describe", err)
 	}
 	if err := checkDescription(desc); err != nil {
 		client.Kill()
@@ -177,6 +181,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 	}
 	inst.events = eventpath.NewClient(desc.EventSocket, 0)
 	inst.desc = desc
+	inst.took = time.Since(started)
 	for _, r := range desc.Routes {
 		inst.routes = append(inst.routes, r.Name)
 	}

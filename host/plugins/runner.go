@@ -59,7 +59,7 @@ func newProcRunner(log hclog.Logger, cmd *exec.Cmd) (*procRunner, error) {
 		return nil, err
 	}
 	cmd.SysProcAttr = procAttr()
-	return &procRunner{log: log, cmd: cmd, stdout: stdout, stderr: stderr, exited: make(chan struct{}), waited: make(chan struct{})}, nil
+	return &procRunner{log: log, cmd: cmd, stdout: stdout, stderr: newStderrGuard(stderr), exited: make(chan struct{}), waited: make(chan struct{})}, nil
 }
 
 // markExited closes exited, once.

@@ -44,6 +44,13 @@ type Status struct {
 	PID int `json:"pid,omitempty"`
 	// SHA256 is the hash of the binary running, in hex (first 12 digits).
 	SHA256 string `json:"sha256,omitempty"`
+	// SDK is the SDK the running plugin says it is built with ("go/2.0.0",
+	// "python/1.0.0").
+	SDK string `json:"sdk,omitempty"`
+	// StartMillis is how long the running process took to start, in
+	// milliseconds: launch (for a script, the interpreter and its
+	// imports), go-plugin's handshake, and describing its routes.
+	StartMillis float64 `json:"start_ms,omitempty"`
 	// Error is why the plugin is not running, if it is not.
 	Error string `json:"error,omitempty"`
 	// InFlight counts its events in flight.
@@ -57,8 +64,6 @@ type Status struct {
 	// check (every StatsInterval).
 	Handlers  int `json:"handlers"`
 	Abandoned int `json:"abandoned"`
-	// SDK names the SDK the plugin is built with ("go/2.0.0").
-	SDK string `json:"sdk,omitempty"`
 }
 
 // supervisor keeps one plugin file's process running: it starts it,
@@ -240,6 +245,7 @@ func (s *supervisor) run(ctx context.Context) {
 					st.Name, st.Version = inst.desc.Name, inst.desc.Version
 					st.Routes, st.PID, st.SHA256 = slices.Clone(inst.routes), inst.pid(), shortHash(inst.sum)
 					st.SDK, st.Handlers, st.Abandoned = inst.desc.Sdk, 0, 0
+					st.StartMillis = float64(inst.took.Microseconds()) / 1000
 				})
 				if old != nil {
 					if refreshed {
@@ -279,7 +285,7 @@ func (s *supervisor) run(ctx context.Context) {
 				s.log.Error("new plugin version failed to start; keeping the running one", "error", err)
 			default:
 				crashes = s.crashed(crashes, err)
-				if retry = s.backoff(crashes); retry == nil {
+				if retry = s.backoff(crashes, err); retry == nil {
 					stuck = want
 				}
 			}
@@ -301,9 +307,13 @@ func (s *supervisor) run(ctx context.Context) {
 		case <-exited:
 			s.h.cur.CompareAndSwap(cur, nil)
 			cur.kill()
+			err := errors.New("plugin process exited")
+			if words := cur.tail.lastWords(); words != "" {
+				err = fmt.Errorf("plugin process exited (its last words on stderr: %s)", words)
+			}
 			cur = nil
-			crashes = s.crashed(crashes, errors.New("plugin process exited"))
-			if retry = s.backoff(crashes); retry == nil {
+			crashes = s.crashed(crashes, err)
+			if retry = s.backoff(crashes, err); retry == nil {
 				stuck = want
 			}
 		}
@@ -345,16 +355,21 @@ func (s *supervisor) crashed(crashes []time.Time, err error) []time.Time {
 	return recent
 }
 
-// backoff returns when to restart after the recent crashes, or nil (never,
-// until the file changes) once they quarantine the plugin.
-func (s *supervisor) backoff(crashes []time.Time) <-chan time.Time {
+// backoff returns when to restart after the recent crashes, the last of
+// them err, or nil (never, until the file changes) once they quarantine
+// the plugin. /status says err, so that a plugin that cannot start says
+// why there; callers, who may be remote peers, get the reason without it
+// (err may quote the plugin's standard error).
+func (s *supervisor) backoff(crashes []time.Time, err error) <-chan time.Time {
 	n := len(crashes)
 	if n >= s.m.cfg.QuarantineAfter {
 		msg := fmt.Sprintf("plugin %s is quarantined after %d crashes within %v; replace its file to try again", s.file, n, s.m.cfg.CrashWindow)
 		s.log.Error("plugin quarantined", "crashes", n, "window", s.m.cfg.CrashWindow)
 		s.m.cfg.Observer.PluginQuarantined(s.file)
 		s.h.setUnavailable(msg)
-		s.setStatus(func(st *Status) { st.State, st.PID, st.Error = StateQuarantined, 0, msg })
+		s.setStatus(func(st *Status) {
+			st.State, st.PID, st.Error = StateQuarantined, 0, fmt.Sprintf("%s (last: %v)", msg, err)
+		})
 		return nil
 	}
 	d := s.m.cfg.MinRestart << (n - 1)
@@ -363,7 +378,10 @@ func (s *supervisor) backoff(crashes []time.Time) <-chan time.Time {
 	}
 	msg := fmt.Sprintf("plugin %s is restarting after a crash", s.file)
 	s.h.setUnavailable(msg)
-	s.setStatus(func(st *Status) { st.State, st.PID, st.Error = StateRestarting, 0, msg; st.Restarts++ })
+	s.setStatus(func(st *Status) {
+		st.State, st.PID, st.Error = StateRestarting, 0, fmt.Sprintf("%s (%v)", msg, err)
+		st.Restarts++
+	})
 	return time.After(d)
 }
 

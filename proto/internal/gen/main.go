@@ -27,6 +27,11 @@
 // -root directory). Files are written only when every plugin succeeded.
 // Generated files whose .proto source was removed are not deleted; the test in
 // proto/ reports them.
+//
+// The -python flag names the directory the Python SDK's protobuf modules are
+// written to (python.go). By default they go to
+// plugin-sdk/python/restpipe_plugin/_proto in the module root when neither
+// -root nor -out is given, and nowhere otherwise.
 package main
 
 import (
@@ -45,8 +50,9 @@ func main() {
 
 	root := flag.String("root", "", "`dir`ectory holding the .proto sources, the root of their import paths (default: proto/ in the module root)")
 	out := flag.String("out", "", "`dir`ectory to write generated files to (default: the -root directory)")
+	python := flag.String("python", "", "`dir`ectory to write the Python SDK's modules to (default: "+pythonDir+" when neither -root nor -out is given)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./proto/internal/gen [-root dir] [-out dir]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./proto/internal/gen [-root dir] [-out dir] [-python dir]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -58,6 +64,10 @@ func main() {
 	cfg, err := newConfig(*root, *out)
 	if err != nil {
 		log.Fatal(err)
+	}
+	cfg.Python = *python
+	if cfg.Python == "" && *root == "" && *out == "" {
+		cfg.Python = filepath.Join(cfg.ModuleRoot, filepath.FromSlash(pythonDir))
 	}
 	if err := run(context.Background(), cfg); err != nil {
 		log.Fatal(err)
@@ -74,6 +84,9 @@ type config struct {
 	Root string
 	// Out is the directory generated files are written to.
 	Out string
+	// Python, when set, is the directory the Python SDK's modules are
+	// written to.
+	Python string
 }
 
 // newConfig fills in the defaults for the -root and -out flags, either of
@@ -143,5 +156,17 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	return writeFiles(cfg.Out, files)
+	var py []generatedFile
+	if cfg.Python != "" {
+		if py, err = generatePython(req); err != nil {
+			return err
+		}
+	}
+	if err := writeFiles(cfg.Out, files); err != nil {
+		return err
+	}
+	if cfg.Python == "" {
+		return nil
+	}
+	return writeFiles(cfg.Python, py)
 }
