@@ -45,11 +45,14 @@ type ServerConfig struct {
 	// may have in handshake at once, so that one address cannot take
 	// every slot. Beyond it a new connection from that address waits,
 	// unread, for the address's next finished handshake to hand it its
-	// slot, in the order they came (at most maxParked wait so in all;
-	// beyond that, and after HandshakeTimeout, it is closed and its
-	// client retries). Default 256: a NAT gateway's clients reconnecting
-	// together still fill the CPU with handshakes, and other addresses
-	// keep the rest of the slots.
+	// slot, in the order they came: at most 4 x MaxHandshakesPerSource
+	// per address (about what the handshakes ahead finish in a second or
+	// two) and maxParked in all. Beyond that, and after half of
+	// HandshakeTimeout waiting (its client is about to give up, and a
+	// handshake then would be wasted), it is closed and its client
+	// retries with its backoff. Default 256: a NAT gateway's clients
+	// reconnecting together still fill the CPU with handshakes, and other
+	// addresses keep the rest of the slots.
 	MaxHandshakesPerSource int
 
 	// FirstByteTimeout is how long a new connection has to send its first
@@ -327,9 +330,9 @@ func (s *Server) park(conn net.Conn, source string) (bool, error) {
 	if s.bySource[source] < s.cfg.MaxHandshakesPerSource {
 		return false, nil
 	}
-	if s.nParked >= maxParked {
-		return true, fmt.Errorf("%w: %s has %d connections in handshake and %d connections wait for a slot in all",
-			errTooManyFromSource, source, s.bySource[source], s.nParked)
+	if s.nParked >= maxParked || len(s.parked[source]) >= 4*s.cfg.MaxHandshakesPerSource {
+		return true, fmt.Errorf("%w: %s has %d connections in handshake and %d waiting (%d in all)",
+			errTooManyFromSource, source, s.bySource[source], len(s.parked[source]), s.nParked)
 	}
 	s.parked[source] = append(s.parked[source], parkedConn{conn: conn, at: time.Now()})
 	s.nParked++
@@ -371,8 +374,8 @@ func (s *Server) trackLocked(conn net.Conn, source string) *pendingConn {
 // untrack forgets a connection whose handshake ended. When a connection
 // from the same source is parked, it takes the slot: untrack returns it,
 // tracked, for the caller to serve; the caller keeps the handshake token.
-// Parked connections older than HandshakeTimeout (their clients gave up)
-// are closed on the way.
+// Parked connections older than half of HandshakeTimeout are closed on
+// the way.
 func (s *Server) untrack(pc *pendingConn) *pendingConn {
 	delete(s.pending, pc.Conn)
 	if s.bySource[pc.source]--; s.bySource[pc.source] <= 0 {
@@ -384,7 +387,7 @@ func (s *Server) untrack(pc *pendingConn) *pendingConn {
 		q[0] = parkedConn{}
 		q = q[1:]
 		s.nParked--
-		if s.closed || time.Since(p.at) > s.cfg.HandshakeTimeout {
+		if s.closed || time.Since(p.at) > s.cfg.HandshakeTimeout/2 {
 			p.conn.Close()
 			continue
 		}
