@@ -364,3 +364,19 @@ func TestLinkShape(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerSoftwareIsEscapedAndCut: the build string a peer sends in its
+// hello is logged at every link up, so it arrives escaped and cut.
+func TestPeerSoftwareIsEscapedAndCut(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, nil)
+	evil := "restpipe \x1b[2J\x1b[31mowned\r\n" + strings.Repeat("x", 60<<10)
+	startClient(t, p, "c1", srv.addr, func(c *ClientConfig) { c.Software = evil })
+	got := srv.session(t, "c1", 10*time.Second).software
+	if len(got) > maxSoftware+len("…") || strings.ContainsAny(got, "\x1b\r\n") {
+		t.Fatalf("software = %q (%d bytes), want at most %d escaped characters", got, len(got), maxSoftware)
+	}
+	if !strings.HasPrefix(got, `restpipe \x1b[2J`) {
+		t.Errorf("software = %q, want the escaped original's start", got)
+	}
+}
