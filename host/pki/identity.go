@@ -125,8 +125,8 @@ func newIdentity(caPEM, certPEM, keyPEM []byte, now time.Time, src Files) (*Iden
 		ders[i] = c.Raw
 	}
 	return &Identity{
-		Cert:  tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf},
-		Leaf:  leaf,
+		Cert:       tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf},
+		Leaf:       leaf,
 		Roots:      roots,
 		Name:       name,
 		ServerRole: host.HasServerRole(leaf),
