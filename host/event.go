@@ -72,6 +72,12 @@ type Event struct {
 	// between two servers of a cluster; "" everywhere else. Only links of
 	// certificates with the server role carry it.
 	Target string
+
+	// Hops counts the server-to-server links a forwarded event crossed to
+	// reach this node: 0 on the server whose gateway took it, 1 once
+	// forwarded. A cluster bounds it so that an event is relayed at most
+	// once more when presence is out of date.
+	Hops int
 }
 
 // Route returns the event's route name, see RouteName.
