@@ -7,7 +7,7 @@
 // server and keeps one link up forever, with backoff. Both hand the events
 // their peer sends to a host.Handler, and send events with Session.Handle.
 //
-// # The link protocol, version 1
+// # The link protocol
 //
 // Connection. The client opens TCP to the server and runs TLS 1.3 (nothing
 // older is accepted). The server requires a client certificate signed by its

@@ -19,10 +19,15 @@ import (
 // The link protocol versions this build speaks. A peer outside the range is
 // refused during the hello, before any stream exists. Version 2 reuses
 // streams (Request.seq, Cancel.seq) and adds the Ready message; version 1
-// nodes are refused with a sentence saying so.
+// nodes are refused with a sentence saying so. Version 3 adds a cluster's
+// forward links (Hello.forward, Request.target, caller and hops,
+// Error.not_delivered): a version 2 node ignores those fields, so a forward
+// link needs version 3 on both ends (forwardVersion).
 const (
-	ProtocolVersion    = 2
+	ProtocolVersion    = 3
 	MinProtocolVersion = 2
+
+	forwardVersion = 3
 )
 
 // maxSoftware bounds the peer's build string as this side logs it.
@@ -71,6 +76,9 @@ func clientHelloKind(conn net.Conn, cfg *Config, forward bool) (hello, error) {
 		return hello{}, fmt.Errorf("%w: server chose link protocol %d, this client speaks %d to %d",
 			ErrRefused, w.ProtocolVersion, MinProtocolVersion, ProtocolVersion)
 	}
+	if forward && w.ProtocolVersion < forwardVersion {
+		return hello{}, fmt.Errorf("%w: the server speaks link protocol %d, a forward link needs %d: upgrade it", ErrRefused, w.ProtocolVersion, forwardVersion)
+	}
 	h := hello{software: sanitize(w.Software, maxSoftware), rtt: rtt, forward: forward}
 	h.window, h.maxStreams = cfg.linkShape(rtt)
 	if err := frame.WriteMsg(conn, &linkv1.Ready{RttUs: rtt.Microseconds(), MaxStreams: uint32(h.maxStreams)}); err != nil {
@@ -108,6 +116,9 @@ func serverHelloCheck(conn net.Conn, cfg *Config, check func() string) (hello, e
 		refusal := "this server is not a member of a cluster: it takes no forward link"
 		if check != nil {
 			refusal = check()
+		}
+		if refusal == "" && h.ProtocolVersion < forwardVersion {
+			refusal = fmt.Sprintf("a forward link needs link protocol %d", forwardVersion)
 		}
 		if refusal != "" {
 			_ = frame.WriteMsg(conn, &linkv1.Welcome{Software: software, Refusal: refusal})

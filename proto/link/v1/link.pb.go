@@ -33,15 +33,16 @@ type Hello struct {
 	ProtocolVersion uint32 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// min_protocol_version is the oldest one it still speaks.
 	MinProtocolVersion uint32 `protobuf:"varint,2,opt,name=min_protocol_version,json=minProtocolVersion,proto3" json:"min_protocol_version,omitempty"`
-	// software names the client's build, for the server's logs.
-	Software string `protobuf:"bytes,3,opt,name=software,proto3" json:"software,omitempty"`
 	// forward asks for a server-to-server link of a cluster (SPEC §8): the
 	// dialling server forwards events for the server's clients on it
 	// (Request.target). The server takes such a link only from a certificate
 	// with the server role (host.ServerRoleURI), and only when it is a
 	// member of a cluster; otherwise it refuses it (Welcome.refusal). A
 	// forward link is never registered as a client.
-	Forward       bool `protobuf:"varint,4,opt,name=forward,proto3" json:"forward,omitempty"`
+	Forward bool `protobuf:"varint,5,opt,name=forward,proto3" json:"forward,omitempty"`
+	// software names the client's build, for the server's logs. (It stays
+	// the last field here: proto_test edits the file after it.)
+	Software      string `protobuf:"bytes,3,opt,name=software,proto3" json:"software,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -90,18 +91,18 @@ func (x *Hello) GetMinProtocolVersion() uint32 {
 	return 0
 }
 
-func (x *Hello) GetSoftware() string {
-	if x != nil {
-		return x.Software
-	}
-	return ""
-}
-
 func (x *Hello) GetForward() bool {
 	if x != nil {
 		return x.Forward
 	}
 	return false
+}
+
+func (x *Hello) GetSoftware() string {
+	if x != nil {
+		return x.Software
+	}
+	return ""
 }
 
 // Welcome is the server's answer to Hello. A refusal is followed by closing
@@ -898,9 +899,9 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"\x12link/v1/link.proto\x12\x10restpipe.link.v1\"\x9a\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x120\n" +
-	"\x14min_protocol_version\x18\x02 \x01(\rR\x12minProtocolVersion\x12\x1a\n" +
-	"\bsoftware\x18\x03 \x01(\tR\bsoftware\x12\x18\n" +
-	"\aforward\x18\x04 \x01(\bR\aforward\"j\n" +
+	"\x14min_protocol_version\x18\x02 \x01(\rR\x12minProtocolVersion\x12\x18\n" +
+	"\aforward\x18\x05 \x01(\bR\aforward\x12\x1a\n" +
+	"\bsoftware\x18\x03 \x01(\tR\bsoftware\"j\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1a\n" +
 	"\bsoftware\x18\x02 \x01(\tR\bsoftware\x12\x18\n" +
