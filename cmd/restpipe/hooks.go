@@ -119,6 +119,20 @@ func (c *linkChanges) count(peer string) int {
 	return 0
 }
 
+// withCounts calls f with a function that returns a peer's changes, all
+// under one lock (for thousands of peers at once): f must only look counts
+// up.
+func (c *linkChanges) withCounts(f func(count func(peer string) int)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(func(peer string) int {
+		if pc := c.peers[peer]; pc != nil {
+			return pc.changes
+		}
+		return 0
+	})
+}
+
 // latest returns the most recent change of any peer (on a client: of its
 // link to the server), and the sum of every peer's changes.
 func (c *linkChanges) latest() (last peerChanges, total int) {

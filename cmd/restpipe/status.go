@@ -152,10 +152,14 @@ func (s uiSource) Peers() []ui.Peer {
 		out = append(out, ui.Peer{
 			Name: ss.Peer(), ConnectedSince: ss.Since().UTC(), RemoteAddr: ss.RemoteAddr().String(),
 			RTTMillis: float64(ss.RTT().Microseconds()) / 1000, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
-			EventsIn: st.EventsIn, EventsOut: st.EventsOut, LinkChanges: s.n.linkChanges.count(ss.Peer()),
-			Software: ss.PeerSoftware(),
+			EventsIn: st.EventsIn, EventsOut: st.EventsOut, Software: ss.PeerSoftware(),
 		})
 	}
+	s.n.linkChanges.withCounts(func(count func(string) int) {
+		for i := range out {
+			out[i].LinkChanges = count(out[i].Name)
+		}
+	})
 	return out
 }
 
