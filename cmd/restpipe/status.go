@@ -127,9 +127,6 @@ func (s uiSource) Snapshot() ui.Snapshot {
 		last, total := n.linkChanges.latest()
 		snap.Node.Link = &ui.ClientLink{Server: n.cfg.Server, Up: n.client.Session() != nil, Since: last.last.UTC(),
 			Changes: total, Dials: n.client.Stats().Dials}
-		if last.last.IsZero() {
-			snap.Node.Link.Since = time.Time{}
-		}
 	}
 	if n.plugins != nil {
 		for _, p := range n.plugins.Status() {
