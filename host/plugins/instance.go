@@ -32,8 +32,8 @@ var handshake = plugin.HandshakeConfig{
 
 // instance is one running process of a plugin file.
 type instance struct {
-	file     string // the plugin's file name, its identity
-	version  []byte // the file version it runs (see Manager.scan)
+	file     string                 // the plugin's file name, its identity
+	version  []byte                 // the file version it runs (see Manager.scan)
 	sum      atomic.Pointer[[]byte] // sha256 of the binary it runs, for Status; nil until hashed or if unreadable
 	client   *plugin.Client
 	runner   atomic.Pointer[procRunner] // set by go-plugin's start, read by a canceled start
