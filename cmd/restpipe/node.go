@@ -25,6 +25,7 @@ import (
 	"github.com/restpipe/restpipe/host/pki"
 	"github.com/restpipe/restpipe/host/plugins"
 	"github.com/restpipe/restpipe/host/policy"
+	"github.com/restpipe/restpipe/host/ui"
 )
 
 // nodeConfig is everything a node needs, whatever set it: flags, the
@@ -118,12 +119,18 @@ type node struct {
 	metrics *metrics.Metrics
 	statsd  *metrics.StatsD  // nil unless --statsd
 	policy  *policy.Enforcer // nil without --policy
+
+	// For the status page (/ui): when the node started, each peer's
+	// link changes, each plugin's last error.
+	started     time.Time
+	linkChanges linkChanges
+	pluginErrs  pluginErrors
 }
 
 // newNode builds a node and binds its listeners, so that configuration and
 // address errors surface before anything runs.
 func newNode(cfg nodeConfig) (_ *node, err error) {
-	n := &node{cfg: cfg, log: cfg.Logger, name: cfg.Store.Identity().Name}
+	n := &node{cfg: cfg, log: cfg.Logger, name: cfg.Store.Identity().Name, started: time.Now()}
 	defer func() {
 		if err != nil {
 			n.closeListeners()
@@ -162,7 +169,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		}
 		pc.Env = append(plugins.EnvFrom(plugins.PassEnv, getenv), cfg.PluginEnv.resolve(getenv)...)
 		pc.Checksums = cfg.Checksums
-		pc.Observer = n.metrics
+		pc.Observer = pluginObserver{Metrics: n.metrics, errs: &n.pluginErrs}
 		pc.AutoMTLS = cfg.PluginMTLS
 		pc.GOMAXPROCS = cfg.PluginGOMAXPROCS
 		pc.MaxAbandoned, pc.MaxMemory, pc.Nice = cfg.PluginMaxAbandoned, cfg.PluginMaxMemory, cfg.PluginNice
@@ -205,6 +212,10 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		return nil, fmt.Errorf("unknown role %q", cfg.Role)
 	}
 
+	page, err := ui.New(ui.Config{Source: uiSource{n}, Logger: cfg.Logger.Named("ui")})
+	if err != nil {
+		return nil, err
+	}
 	n.gateway, err = gateway.New(gateway.Config{
 		Node:           host.Node{Role: cfg.Role, Name: n.name},
 		Local:          n.table,
@@ -216,6 +227,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 		Observer:       n.metrics,
 		Status:         n.status,
 		Metrics:        n.metrics.Handler(),
+		UI:             page,
 	})
 	if err != nil {
 		return nil, err

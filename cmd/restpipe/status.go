@@ -1,12 +1,15 @@
 package main
 
 import (
+	"math"
+	"runtime"
 	"time"
 
 	"github.com/restpipe/restpipe/host/link"
 	"github.com/restpipe/restpipe/host/metrics"
 	"github.com/restpipe/restpipe/host/plugins"
 	"github.com/restpipe/restpipe/host/policy"
+	"github.com/restpipe/restpipe/host/ui"
 )
 
 // nodeStatus is the JSON of GET /status.
@@ -18,6 +21,10 @@ type nodeStatus struct {
 	Plugins []plugins.Status `json:"plugins"`
 	// Policy is the policy in force (--policy), null without one.
 	Policy *policy.Status `json:"policy"`
+
+	// Started is when the node started, UptimeSeconds how long ago.
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
 }
 
 // peerStatus describes one live link.
@@ -32,6 +39,9 @@ type peerStatus struct {
 	// RTTMillis is the round trip of the last keepalive ping.
 	RTTMillis float64 `json:"rtt_ms"`
 	Software  string  `json:"software"`
+	// LinkChanges counts the peer's links coming up and going down since
+	// the node started.
+	LinkChanges int `json:"link_changes"`
 }
 
 // sessions returns the node's live links.
@@ -83,11 +93,102 @@ func (n *node) status() any {
 			Name: s.Peer(), ConnectedSince: s.Since().UTC(), RemoteAddr: s.RemoteAddr().String(),
 			EventsOut: stats.EventsOut, EventsIn: stats.EventsIn, BytesIn: stats.BytesIn, BytesOut: stats.BytesOut,
 			RTTMillis: float64(s.RTT().Microseconds()) / 1000, Software: s.PeerSoftware(),
+			LinkChanges: n.linkChanges.count(s.Peer()),
 		})
 	}
 	if n.plugins != nil {
 		st.Plugins = n.plugins.Status()
 	}
 	st.Policy = n.policyStatus()
+	st.Started, st.UptimeSeconds = n.started.UTC(), float64(time.Since(n.started).Milliseconds())/1000
 	return st
+}
+
+// uiSource is what the status page (host/ui) shows of the node: /status's
+// contents and more (uptime, link changes, plugins' last errors, the
+// recent events), read at each of the page's polls.
+//
+// The cluster work fills ui.Snapshot.Cluster and ui.Peer.Server; until then
+// they stay empty and the page shows no cluster.
+type uiSource struct{ n *node }
+
+// Snapshot implements ui.Source.
+func (s uiSource) Snapshot() ui.Snapshot {
+	n := s.n
+	v, c := buildVersion()
+	snap := ui.Snapshot{Node: ui.Node{
+		Role: string(n.cfg.Role), Name: n.name, Version: v, Commit: c, GoVersion: runtime.Version(),
+		Started: n.started.UTC(), GatewayInFlight: n.gateway.InFlight(),
+	}}
+	if p := n.policyStatus(); p != nil {
+		snap.Node.Policy = &ui.Policy{File: p.File, SHA256: p.SHA256, Rules: p.Rules, AllowRules: p.AllowRules,
+			LimitRules: p.LimitRules, LoadedAt: p.LoadedAt, ReloadError: p.ReloadError}
+	}
+	if n.client != nil {
+		last, total := n.linkChanges.latest()
+		snap.Node.Link = &ui.ClientLink{Server: n.cfg.Server, Up: n.client.Session() != nil, Since: last.last.UTC(),
+			Changes: total, Dials: n.client.Stats().Dials}
+	}
+	if n.plugins != nil {
+		for _, p := range n.plugins.Status() {
+			e := n.pluginErrs.note(p.File, p.Error)
+			snap.Plugins = append(snap.Plugins, ui.Plugin{File: p.File, Name: p.Name, Version: p.Version, State: p.State,
+				Reason: p.Error, Restarts: p.Restarts, Routes: p.Routes, PID: p.PID, InFlight: p.InFlight, SHA256: p.SHA256,
+				LastError: e.message, LastErrorAt: e.seen.UTC(), LastCrash: e.crash.UTC()})
+		}
+	}
+	snap.Events = uiEvents(n.metrics.Recent().View(0))
+	return snap
+}
+
+// Peers implements ui.Source.
+func (s uiSource) Peers() []ui.Peer {
+	sessions := s.n.sessions()
+	out := make([]ui.Peer, 0, len(sessions))
+	for _, ss := range sessions {
+		st := ss.Stats()
+		out = append(out, ui.Peer{
+			Name: ss.Peer(), ConnectedSince: ss.Since().UTC(), RemoteAddr: ss.RemoteAddr().String(),
+			RTTMillis: float64(ss.RTT().Microseconds()) / 1000, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
+			EventsIn: st.EventsIn, EventsOut: st.EventsOut, Software: ss.PeerSoftware(),
+		})
+	}
+	s.n.linkChanges.withCounts(func(count func(string) int) {
+		for i := range out {
+			out[i].LinkChanges = count(out[i].Name)
+		}
+	})
+	return out
+}
+
+// uiEvents turns the node's recent events into the page's charts. The
+// newest slot is still filling, so the charts leave it out and end at the
+// last complete step; the counts of events and failures include it.
+func uiEvents(v metrics.RecentView) ui.Events {
+	ev := ui.Events{WindowSeconds: v.WindowSeconds, StepSeconds: v.StepSeconds, RoutesTotal: len(v.Routes),
+		FailuresTotal: v.FailuresTotal, Routes: make([]ui.RouteSeries, 0, len(v.Routes))}
+	msec := func(s float64) float64 { return math.Round(s*1e6) / 1e3 } // to ms, µs precision
+	for _, r := range v.Routes {
+		points := r.Points
+		if len(points) > 0 {
+			points = points[:len(points)-1]
+		}
+		if len(points) > 0 && ev.Start == 0 {
+			ev.Start = points[0].Time
+		}
+		rs := ui.RouteSeries{Route: r.Route, Events: r.Events, Rate: make([]float64, len(points)), FailedRate: make([]float64, len(points)),
+			P50: make([]float64, len(points)), P99: make([]float64, len(points))}
+		for i, p := range points {
+			rs.Rate[i], rs.FailedRate[i], rs.P50[i], rs.P99[i] = p.Rate, p.Failed, msec(p.P50), msec(p.P99)
+		}
+		for _, p := range r.Points {
+			rs.Failed += uint64(math.Round(p.Failed * float64(v.StepSeconds)))
+		}
+		ev.Routes = append(ev.Routes, rs)
+	}
+	for i, f := range v.Failures {
+		ev.Failures = append(ev.Failures, ui.Failure{Seq: v.FailuresTotal - i, Time: f.Time.UTC(), RequestID: f.ID, Route: f.Route,
+			Peer: f.Peer, Kind: string(f.Kind), Message: f.Message, DurationMillis: msec(f.Duration)})
+	}
+	return ev
 }

@@ -6,6 +6,7 @@
 //	GET  /client/web1/cat//hello%20/world  from the server, to client web1
 //	POST /local/echo                       to this node's own handlers
 //	GET  /healthz, /status, /metrics       the node itself
+//	GET  /ui/                              the node's status page, for people
 //
 // The path grammar is in parsePath; the verb is the lower-case method (HEAD
 // is sent as get and its body dropped), the query string travels as a

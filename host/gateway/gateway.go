@@ -73,6 +73,9 @@ type Config struct {
 	Status func() any
 	// Metrics, when set, answers /metrics.
 	Metrics http.Handler
+	// UI, when set, answers /ui and every path under /ui/: the status
+	// page (host/ui). It gets the request's path as it came.
+	UI http.Handler
 }
 
 // Validate fills in defaults and reports what cannot work.
@@ -140,6 +143,11 @@ func (g *Gateway) InFlight() int { return int(g.inFlight.Load()) }
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.cfg.UI != nil && isUIPath(r.URL.Path) {
+		w.Header().Set(HeaderReturnCode, "0")
+		g.cfg.UI.ServeHTTP(w, r)
+		return
+	}
 	switch r.URL.Path {
 	case "/healthz":
 		g.serveHealth(w)
@@ -161,6 +169,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	g.serveEvent(w, r)
+}
+
+// isUIPath reports whether path is the status page's: /ui or under /ui/.
+func isUIPath(path string) bool {
+	return path == "/ui" || strings.HasPrefix(path, "/ui/")
 }
 
 func (g *Gateway) serveHealth(w http.ResponseWriter) {

@@ -78,7 +78,10 @@ func TestJunkOnTheLinkPort(t *testing.T) {
 // queue, and gets in on its first attempt once a slot frees.
 func TestHandshakeLimit(t *testing.T) {
 	p := newPKI(t)
-	srv := startServer(t, p, func(c *ServerConfig) { c.MaxHandshakes = 4; c.HandshakeTimeout = time.Minute })
+	srv := startServer(t, p, func(c *ServerConfig) {
+		c.MaxHandshakes, c.MaxHandshakesPerSource = 4, 4
+		c.HandshakeTimeout = time.Minute
+	})
 	var slow []net.Conn
 	for range 4 {
 		slow = append(slow, dialSpeaking(t, srv.addr, ""))
@@ -106,7 +109,10 @@ func TestHandshakeLimit(t *testing.T) {
 // because the oldest silent connection makes room.
 func TestSilentFloodDoesNotDelayALink(t *testing.T) {
 	p := newPKI(t)
-	srv := startServer(t, p, func(c *ServerConfig) { c.MaxHandshakes = 8; c.HandshakeTimeout = time.Minute })
+	srv := startServer(t, p, func(c *ServerConfig) {
+		c.MaxHandshakes, c.MaxHandshakesPerSource = 8, 8
+		c.HandshakeTimeout = time.Minute
+	})
 	var silent []net.Conn
 	for range 8 {
 		c, err := net.Dial("tcp", srv.addr)

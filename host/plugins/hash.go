@@ -5,11 +5,14 @@ import (
 	"encoding/hex"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/hashicorp/go-hclog"
 )
 
-// hashFile returns the sha256 of the file at path.
+// hashFile returns the sha256 of the file at path. It yields the
+// processor between chunks: a node may run with GOMAXPROCS=1, and a
+// plugin binary of 20 MB takes tens of milliseconds to hash.
 func hashFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -17,10 +20,18 @@ func hashFile(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, err
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			return h.Sum(nil), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		runtime.Gosched()
 	}
-	return h.Sum(nil), nil
 }
 
 // shortHash is the first 12 hex digits of a hash, for logs.

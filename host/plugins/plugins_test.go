@@ -30,7 +30,14 @@ func TestPluginServesAndLogsUnderItsName(t *testing.T) {
 	if st.Name != "good" || st.Version != "1" || len(st.Routes) != 11 || st.PID == 0 {
 		t.Errorf("status = %+v", st)
 	}
-	if want := fmt.Sprintf("%x", sha256File(t, bin("misbehave")))[:12]; st.SHA256 != want {
+	// The sha256 is computed beside the start, so it shows soon after.
+	want := fmt.Sprintf("%x", sha256File(t, bin("misbehave")))[:12]
+	deadline := time.Now().Add(5 * time.Second)
+	for st.SHA256 != want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		st, _ = e.status("good")
+	}
+	if st.SHA256 != want {
 		t.Errorf("status sha256 = %q, want %q", st.SHA256, want)
 	}
 	v, err := e.get("good/ok")

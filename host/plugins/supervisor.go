@@ -162,6 +162,9 @@ func (s *supervisor) snapshot() Status {
 	st.Routes = slices.Clone(st.Routes)
 	s.mu.Unlock()
 	if in := s.h.cur.Load(); in != nil {
+		if st.State == StateRunning {
+			st.SHA256 = in.shortSum()
+		}
 		in.mu.Lock()
 		st.InFlight = in.inFlight
 		in.mu.Unlock()
@@ -243,7 +246,7 @@ func (s *supervisor) run(ctx context.Context) {
 				s.setStatus(func(st *Status) {
 					st.State, st.Error = StateRunning, ""
 					st.Name, st.Version = inst.desc.Name, inst.desc.Version
-					st.Routes, st.PID, st.SHA256 = slices.Clone(inst.routes), inst.pid(), shortHash(inst.sum)
+					st.Routes, st.PID = slices.Clone(inst.routes), inst.pid()
 					st.SDK, st.Handlers, st.Abandoned = inst.desc.Sdk, 0, 0
 					st.StartMillis = float64(inst.took.Microseconds()) / 1000
 				})
@@ -252,13 +255,13 @@ func (s *supervisor) run(ctx context.Context) {
 						s.log.Warn("plugin restarted: too many abandoned handlers", "pid", inst.pid(), "old_pid", old.pid())
 					} else {
 						s.log.Info("plugin replaced by a new version", "name", inst.desc.Name, "version", inst.desc.Version,
-							"sha256", shortHash(inst.sum), "old_sha256", shortHash(old.sum))
+							"old_version", old.desc.Version, "old_sha256", old.shortSum())
 					}
 					drains.Add(1)
 					go func() { defer drains.Done(); s.drainAndKill(ctx, old) }()
 				} else {
 					s.log.Info("plugin running", "name", inst.desc.Name, "version", inst.desc.Version,
-						"routes", inst.routes, "pid", inst.pid(), "sha256", shortHash(inst.sum))
+						"routes", inst.routes, "pid", inst.pid())
 				}
 			case ctx.Err() != nil:
 				continue
