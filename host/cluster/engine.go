@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -86,8 +87,8 @@ func (c *Cluster) startEngine() (*engine, error) {
 	return e, nil
 }
 
-// embed starts the embedded NATS server: no client listener (this server
-// connects in-process), a route listener on Listen, routes to Join, every
+// embed starts the embedded NATS server: a client listener on loopback
+// only (this server connects in-process), a route listener on Listen, routes to Join, every
 // route mutual TLS with members' certificates only.
 func (c *Cluster) embed() (*natsserver.Server, error) {
 	host, port, err := splitPort(c.cfg.Listen)
@@ -99,8 +100,16 @@ func (c *Cluster) embed() (*natsserver.Server, error) {
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: j})
 	}
 	opts := &natsserver.Options{
-		ServerName:      c.cfg.Name,
-		DontListen:      true,
+		ServerName: c.cfg.Name,
+		// NATS starts its routes only once its client listener is up, so
+		// there is one, on loopback at a free port, as mutual TLS with
+		// members' certificates as the routes; this server's own
+		// connection is in-process and needs none.
+		Host:            "127.0.0.1",
+		Port:            -1,
+		TLSConfig:       c.natsTLS("NATS client"),
+		TLSTimeout:      tlsTimeout,
+		TLSVerify:       true,
 		NoSigs:          true,
 		NoSystemAccount: true,
 		PingInterval:    c.cfg.PingInterval,
@@ -178,7 +187,12 @@ func (c *Cluster) natsTLS(what string) *tls.Config {
 		RootCAs:              c.cfg.Roots,
 		ClientCAs:            c.cfg.Roots,
 		ClientAuth:           tls.RequireAndVerifyClientCert,
-		VerifyConnection:     func(cs tls.ConnectionState) error { return c.verifyMember(what, cs) },
+		// A member is any certificate of the CA with the server role,
+		// whatever address NATS dialled (routes learnt from gossip are
+		// IP addresses): VerifyConnection checks the chain and the role,
+		// instead of Go's check of the dialled name.
+		InsecureSkipVerify: true,
+		VerifyConnection:   func(cs tls.ConnectionState) error { return c.verifyMember(what, cs) },
 	}
 }
 
@@ -189,6 +203,15 @@ func (c *Cluster) verifyMember(what string, cs tls.ConnectionState) error {
 		return errors.New("no certificate")
 	}
 	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, ic := range cs.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.cfg.Roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		c.refusedLog(what, leaf.Subject.String(), err.Error())
+		return fmt.Errorf("verify the certificate: %w", err)
+	}
 	name, err := host.CertName(leaf)
 	if err != nil {
 		c.refusedLog(what, leaf.Subject.String(), err.Error())
