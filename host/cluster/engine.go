@@ -258,11 +258,19 @@ type natsLogger struct {
 }
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.warn(format, v...) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.warn(format, v...) }
-func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Trace(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Tracef(format string, v ...any)  { l.log.Trace(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any) {
+	// NATS warns that it does not verify the routes it dials: this
+	// package does, in VerifyConnection (chain and server role).
+	if strings.HasPrefix(format, "TLS certificate chain and hostname of solicited routes will not be verified") {
+		l.log.Debug("routes dialled: the chain and the server role are verified by restpipe, not by NATS's host name check")
+		return
+	}
+	l.warn(format, v...)
+}
+func (l *natsLogger) Errorf(format string, v ...any) { l.warn(format, v...) }
+func (l *natsLogger) Fatalf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(format string, v ...any) { l.log.Trace(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Tracef(format string, v ...any) { l.log.Trace(fmt.Sprintf(format, v...)) }
 
 func (l *natsLogger) warn(format string, v ...any) {
 	if l.limit.Allow() {
