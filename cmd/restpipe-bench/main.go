@@ -27,6 +27,9 @@
 //	   ping-pong to a child process
 //	j  the Python plugin hop beside the Go one: c=1 p50 and c=64 events per
 //	   second, and each plugin's start (python.go)
+//	k  forwarded vs direct small events in a cluster of two servers
+//	   (embedded NATS): c=1 p50, c=64 events per second, and the presence
+//	   lookups (forward.go)
 //
 // Scenarios a to e are run --rounds times, alternating the baseline and
 // restpipe, and each ratio is the median of the per-round ratios. See
@@ -109,7 +112,7 @@ type options struct {
 }
 
 // scenarios are the letters of every scenario, in order.
-const scenarios = "abcdefghij"
+const scenarios = "abcdefghijk"
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("restpipe-bench", flag.ContinueOnError)
@@ -129,7 +132,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "Usage: restpipe-bench [flags]\n\nMeasure restpipe against a direct mTLS baseline in the same run; print one table of ratios.\n"+
 			"Scenarios: a small c=1 latency, b small c=64 throughput, c large echo MB/s and peak RSS,\n"+
 			"d large echo over an emulated RTT, e ssh -R peer, f memory per idle client,\n"+
-			"g reconnect storm, h plugin start, i plugin hop alone, j Python plugin hop.\n\nFlags:\n")
+			"g reconnect storm, h plugin start, i plugin hop alone, j Python plugin hop,\n"+
+			"k forwarded vs direct events in a cluster of two servers.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
