@@ -28,11 +28,8 @@ const (
 // their mean time, and how many the cache answered.
 func (r *runner) runForward(ctx context.Context) error {
 	fmt.Fprintln(r.log, "k. forwarded vs direct in a cluster of two servers...")
-	for _, name := range []string{"s1", "s2"} {
-		cmd := exec.CommandContext(ctx, r.bins.restpipe, "pki", "issue", "--dir", r.pki.dir, "--name", name, "--host", "127.0.0.1", "--role", "server")
-		if b, err := cmd.CombinedOutput(); err != nil && !strings.Contains(string(b), "exists") {
-			return fmt.Errorf("k: pki issue %s: %v\n%s", name, err, b)
-		}
+	if err := r.issueServers(ctx, []string{"s1", "s2"}); err != nil {
+		return err
 	}
 	var routes []string
 	for range 2 {
@@ -104,6 +101,113 @@ func (r *runner) runForward(ctx context.Context) error {
 		r.res.add("k.lookups", "nats", 1, count)
 	}
 	r.res.add("k.lookups", "cached", 1, m[`restpipe_cluster_presence_lookups_total{result="cached"}`])
+	for _, c := range []*child{cl, srv[0].child, srv[1].child} {
+		r.procs.forget(c)
+	}
+	if r.o.clusterClients > 0 {
+		return r.runClusterIdle(ctx, r.o.clusterClients)
+	}
+	return nil
+}
+
+// runClusterIdle is the second part of scenario k: n idle clients (one
+// process of host/link clients, each given the three servers' addresses)
+// spread over three clustered servers; the servers' RSS per client, and
+// the time until the clients of a SIGKILLed server are all linked to the
+// other two.
+func (r *runner) runClusterIdle(ctx context.Context, n int) error {
+	fmt.Fprintf(r.log, "k. %d idle clients over three clustered servers...\n", n)
+	names := []string{"s1", "s2", "s3"}
+	if err := r.issueServers(ctx, names); err != nil {
+		return err
+	}
+	var routes []string
+	for range names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		routes = append(routes, ln.Addr().String())
+		ln.Close()
+	}
+	var srv []*node
+	var links []string
+	for i, name := range names {
+		args := append([]string{"server", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--cluster-listen", routes[i], "--cluster-join", strings.Join(routes, ","), "--log-format", "json", "--log-level", "info"},
+			r.pki.flags(name)...)
+		c, err := r.procs.start("server "+name+" (k idle)", r.bins.restpipe, args, startOpts{})
+		if err != nil {
+			return err
+		}
+		defer r.procs.forget(c)
+		l, err := c.waitLog(ctx, 0, time.Minute, "listening", nil)
+		if err != nil {
+			r.res.note("k. server %s: %v", name, err)
+			return nil
+		}
+		srv = append(srv, &node{child: c, http: l.str("http"), link: l.str("link")})
+		links = append(links, l.str("link"))
+	}
+	time.Sleep(time.Second)
+	var before int64
+	for _, s := range srv {
+		rss, _, err := procMem(s.pid())
+		if err != nil {
+			return err
+		}
+		before += rss
+	}
+	ip, err := r.startIdleProc("restpipe", strings.Join(links, ","), n)
+	if err != nil {
+		return err
+	}
+	defer r.procs.forget(ip.c)
+	if _, err := ip.waitFor(ctx, 10*time.Minute, func(st idleState) bool { return st.Issued == n }); err != nil {
+		return fmt.Errorf("k. issue %d client certificates: %w", n, err)
+	}
+	t0 := time.Now()
+	if st, err := ip.waitFor(ctx, 10*time.Minute, func(st idleState) bool { return st.Linked == n }); err != nil {
+		r.res.note("k. only %d of %d idle clients linked within 10 minutes", st.Linked, n)
+		return nil
+	}
+	linkedIn := time.Since(t0)
+	var after int64
+	var spread []string
+	held := make([]int, len(srv))
+	for i, s := range srv {
+		after += settledRSS(ctx, s.pid())
+		held[i], _ = scrapeLinks(ctx, s.http)
+		spread = append(spread, fmt.Sprintf("%s %d", names[i], held[i]))
+	}
+	r.res.add("k.idle.kib", "cluster", 1, float64(after-before)/float64(n)/1024)
+	r.res.note("k. %d idle clients linked over three servers in %.1fs (%s); the servers' RSS %.0f MiB before, %.0f MiB after",
+		n, linkedIn.Seconds(), strings.Join(spread, ", "), mib(before), mib(after))
+	if err := ip.mark(ctx); err != nil {
+		return fmt.Errorf("k. mark: %w", err)
+	}
+	victim := 2
+	killed := time.Now()
+	r.procs.forget(srv[victim].child)
+	last, err := ip.waitFor(ctx, 2*time.Minute, func(st idleState) bool { return st.Relinked >= held[victim] && st.Linked == n })
+	if err != nil {
+		r.res.note("k. after %s was killed, %d of its %d clients relinked within 2 minutes", names[victim], last.Relinked, held[victim])
+		return nil
+	}
+	back := time.Unix(0, last.T).Sub(killed)
+	r.res.add("k.idle.back", "cluster", 1, back.Seconds())
+	r.res.note("k. SIGKILL of %s: its %d clients all linked to s1 and s2 %.1fs later", names[victim], held[victim], back.Seconds())
+	return nil
+}
+
+// issueServers issues certificates with the server role, once per run.
+func (r *runner) issueServers(ctx context.Context, names []string) error {
+	for _, name := range names {
+		cmd := exec.CommandContext(ctx, r.bins.restpipe, "pki", "issue", "--dir", r.pki.dir, "--name", name, "--host", "127.0.0.1", "--role", "server")
+		if b, err := cmd.CombinedOutput(); err != nil && !strings.Contains(string(b), "exist") {
+			return fmt.Errorf("k: pki issue %s: %v\n%s", name, err, b)
+		}
+	}
 	return nil
 }
 
@@ -192,6 +296,14 @@ func (r *results) forwardRows(o *options) []row {
 		cached, _ := r.median("k.lookups", "cached")
 		rows = append(rows, row{figure: "k. presence lookup in NATS (mean)", measured: fmtMicros(us),
 			baseline: fmt.Sprintf("%.0f lookups, %.0f cached", n, cached), ratio: "—", goal: "reported", result: "reported"})
+	}
+	if kib, ok := r.median("k.idle.kib", "cluster"); ok {
+		rows = append(rows, row{figure: fmt.Sprintf("k. server memory per idle client, %d over 3 servers", o.clusterClients), measured: fmt.Sprintf("%.1f KiB", kib),
+			baseline: "—", ratio: "—", goal: "reported", result: "reported"})
+	}
+	if s, ok := r.median("k.idle.back", "cluster"); ok {
+		rows = append(rows, row{figure: "k. a killed server's clients all relinked elsewhere", measured: fmt.Sprintf("%.1f s", s),
+			baseline: "—", ratio: "—", goal: "reported", result: "reported"})
 	}
 	r.notes = append(r.notes, fmt.Sprintf("k: two clustered servers (embedded NATS) and one client linked to s2; direct is GET "+
 		"/client/client1/time on s2, forwarded the same on s1 (NATS lookup, then s1 -> s2 forward link -> client); medians of %d rounds.", o.rounds))

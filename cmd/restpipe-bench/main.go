@@ -100,15 +100,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // options are the bench's command-line settings.
 type options struct {
-	rounds     int
-	duration   time.Duration
-	only       map[string]bool // the scenarios to run, by letter
-	clients    int
-	largeMB    int
-	rtt        time.Duration
-	restpipe   string // a built restpipe binary, or "" to build one
-	pluginsDir string // a directory with built time and echo plugins, or ""
-	installSSH bool
+	rounds         int
+	duration       time.Duration
+	only           map[string]bool // the scenarios to run, by letter
+	clients        int
+	clusterClients int // scenario k: idle clients over three clustered servers
+	largeMB        int
+	rtt            time.Duration
+	restpipe       string // a built restpipe binary, or "" to build one
+	pluginsDir     string // a directory with built time and echo plugins, or ""
+	installSSH     bool
 }
 
 // scenarios are the letters of every scenario, in order.
@@ -123,6 +124,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measuring time of one round of scenarios a and b")
 	fs.StringVar(&only, "only", "", "comma-separated `letters` of the scenarios to run (default: all of "+scenarios+")")
 	fs.IntVar(&o.clients, "clients", 10000, "idle clients of scenarios f and g")
+	fs.IntVar(&o.clusterClients, "cluster-clients", 3000, "idle clients over three clustered servers in scenario k (0: that part is skipped)")
 	fs.IntVar(&o.largeMB, "large-mb", 256, "body size of scenarios c, d and e, in MiB")
 	fs.DurationVar(&o.rtt, "rtt", 10*time.Millisecond, "round trip the delaying proxy of scenario d adds (half each way)")
 	fs.StringVar(&o.restpipe, "restpipe", "", "`path` of a built restpipe binary (default: go build it from this source tree)")

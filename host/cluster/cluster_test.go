@@ -69,7 +69,7 @@ type testMember struct {
 
 // startMembers starts n members of one cluster on loopback, each with a
 // certificate with the server role unless noRole names it.
-func startMembers(t *testing.T, ca *pki.CA, fw *fakeForwarder, names []string, noRole map[string]bool) []*testMember {
+func startMembers(t testing.TB, ca *pki.CA, fw *fakeForwarder, names []string, noRole map[string]bool) []*testMember {
 	t.Helper()
 	// The route ports are taken first, so that each member can be told
 	// every other's.
@@ -113,7 +113,7 @@ func startMembers(t *testing.T, ca *pki.CA, fw *fakeForwarder, names []string, n
 	return out
 }
 
-func newCA(t *testing.T) *pki.CA {
+func newCA(t testing.TB) *pki.CA {
 	t.Helper()
 	ca, err := pki.NewCA(pki.CAOptions{})
 	if err != nil {
@@ -123,7 +123,7 @@ func newCA(t *testing.T) *pki.CA {
 }
 
 // waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
