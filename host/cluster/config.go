@@ -46,9 +46,8 @@ type Observer interface {
 	// take no time.
 	Lookup(result string, d time.Duration)
 	// Forwarded: an event crossed this server to another one, in
-	// direction ForwardOut (this server's gateway took it), ForwardIn
-	// (delivered here to its client) or ForwardRelayed (sent on to the
-	// server that holds its client now), with outcome kind ("" for a
+	// direction ForwardOut (this server's gateway took it) or ForwardIn
+	// (delivered here to its client), with outcome kind ("" for a
 	// reply).
 	Forwarded(direction string, kind host.Kind)
 	// Replaced: this server ended a client's link because the client
@@ -63,9 +62,8 @@ const (
 	LookupAbsent = "absent"
 	LookupFailed = "failed"
 
-	ForwardOut     = "out"
-	ForwardIn      = "in"
-	ForwardRelayed = "relayed"
+	ForwardOut = "out"
+	ForwardIn  = "in"
 )
 
 type nopObserver struct{}
@@ -142,13 +140,10 @@ type Config struct {
 	// metrics. Default 2s.
 	MemberPoll time.Duration
 	// WaitPoll bounds the wait between two lookups for a client nobody
-	// holds while an event waits for it (a claim wakes it sooner).
-	// Default 1s.
+	// holds while an event waits for it (a link coming up here wakes it
+	// sooner); each wait is drawn between half of it and all of it.
+	// Default 250ms.
 	WaitPoll time.Duration
-	// MaxHops bounds the forward links an event crosses: a server that no
-	// longer holds a client relays an event for it once to the server that
-	// does, at most. Default 2.
-	MaxHops int
 }
 
 // DefaultConfig returns the defaults; the identity, addresses and
@@ -163,8 +158,7 @@ func DefaultConfig() Config {
 		CacheTTL:      10 * time.Second,
 		CacheSize:     65536,
 		MemberPoll:    2 * time.Second,
-		WaitPoll:      time.Second,
-		MaxHops:       2,
+		WaitPoll:      250 * time.Millisecond,
 	}
 }
 
@@ -232,14 +226,11 @@ func (c *Config) Validate() error {
 	if c.CacheSize == 0 {
 		c.CacheSize = d.CacheSize
 	}
-	if c.MaxHops == 0 {
-		c.MaxHops = d.MaxHops
-	}
 	switch {
 	case c.PingInterval < 0, c.LookupTimeout < 0, c.CacheTTL < 0, c.MemberPoll < 0, c.WaitPoll < 0:
 		return errors.New("cluster: durations must be positive")
-	case c.MaxPingsOut < 1, c.CacheSize < 1, c.MaxHops < 1:
-		return errors.New("cluster: MaxPingsOut, CacheSize and MaxHops must be at least 1")
+	case c.MaxPingsOut < 1, c.CacheSize < 1:
+		return errors.New("cluster: MaxPingsOut and CacheSize must be at least 1")
 	}
 	return nil
 }
