@@ -31,7 +31,12 @@
 // (the newest and oldest protocol versions it speaks, and its build); the
 // server answers with Welcome (the version both will speak) or with
 // Welcome.refusal and closes the connection. Old and new nodes thus refuse
-// each other with a sentence instead of misreading frames. The hello must
+// each other with a sentence instead of misreading frames. This build
+// speaks versions 2 and 3 (ProtocolVersion, MinProtocolVersion): version 2
+// reuses streams (Request.seq, Cancel.seq, Ready); version 3 adds the
+// forward links of a cluster (Hello.forward, Request.target, caller and
+// hops, Error.not_delivered; see Several servers below), which a version 2
+// node ignores, so a forward link needs version 3 at both ends. The hello must
 // complete within Config.HandshakeTimeout of the TCP connect.
 //
 // Multiplexing. Then yamux runs on the TLS connection, the client as yamux
