@@ -53,7 +53,9 @@ func BenchmarkClusterLookupAbsent(b *testing.B) {
 // TestClusterPresenceScale claims RESTPIPE_SCALE_CLIENTS clients (default
 // 20000) on s1 and reports the heap each claim costs in the process (both
 // members' NATS interest, s1's subscriptions and holder records) and how
-// long the claims take to be seen from s2. Run with RESTPIPE_SCALE=1.
+// long the claims take to be seen from s2. Run with RESTPIPE_SCALE=1
+// (RESTPIPE_SCALE_MEMBERS=3 for three members: the difference is what one
+// more member pays per client, the interest NATS keeps for it).
 func TestClusterPresenceScale(t *testing.T) {
 	if os.Getenv("RESTPIPE_SCALE") != "1" {
 		t.Skip("RESTPIPE_SCALE=1 runs it")
@@ -62,10 +64,14 @@ func TestClusterPresenceScale(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("RESTPIPE_SCALE_CLIENTS")); err == nil {
 		n = v
 	}
+	names := []string{"s1", "s2"}
+	if os.Getenv("RESTPIPE_SCALE_MEMBERS") == "3" {
+		names = append(names, "s3")
+	}
 	ca := newCA(t)
 	fw := &fakeForwarder{members: map[string]*Cluster{}}
-	ms := startMembers(t, ca, fw, []string{"s1", "s2"}, nil)
-	waitFor(t, 10*time.Second, "two members", func() bool { return ms[0].MembersUp() == 2 && ms[1].MembersUp() == 2 })
+	ms := startMembers(t, ca, fw, names, nil)
+	waitFor(t, 10*time.Second, "every member up", func() bool { return ms[0].MembersUp() == len(names) && ms[1].MembersUp() == len(names) })
 	heap := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats
@@ -83,7 +89,7 @@ func TestClusterPresenceScale(t *testing.T) {
 	waitFor(t, time.Minute, "the last claim seen from s2", func() bool { _, err := ms[1].ask(last, time.Second); return err == nil })
 	took := time.Since(start)
 	after := heap()
-	t.Logf("%d claims: %.0f bytes of heap each (two members in one process), all seen from s2 after %v (%.0f claims/s)",
-		n, float64(after-before)/float64(n), took.Round(time.Millisecond), float64(n)/took.Seconds())
+	t.Logf("%d claims: %.0f bytes of heap each (%d members in one process), all seen from s2 after %v (%.0f claims/s)",
+		n, float64(after-before)/float64(n), len(names), took.Round(time.Millisecond), float64(n)/took.Seconds())
 	runtime.KeepAlive(links)
 }
