@@ -231,7 +231,7 @@ func (c *Cluster) announce(client string, h *holding) {
 // publishClaim publishes h's claim on the client's presence subject.
 func (c *Cluster) publishClaim(client string, h *holding) {
 	c.mu.Lock()
-	if c.held[client] != h {
+	if c.held[client] != h || c.closed {
 		c.mu.Unlock()
 		return
 	}
@@ -240,7 +240,7 @@ func (c *Cluster) publishClaim(client string, h *holding) {
 	if err == nil {
 		err = c.eng.nc.Publish(c.presence(client), data)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		c.log.Warn("presence: publish a claim", "client", client, "error", err)
 	}
 }
