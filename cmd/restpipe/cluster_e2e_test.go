@@ -295,6 +295,32 @@ func TestClusterEveryServerReachesEveryClient(t *testing.T) {
 			t.Errorf("/status of s1: peer %s held by %q, want s1", p.Name, p.Server)
 		}
 	}
+	// The status page shows the members too, and who holds each peer.
+	resp, err := http.Get("http://" + m.servers[1].http + "/ui/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ust struct {
+		Cluster *struct {
+			Members []struct {
+				Name, State string
+				Self        bool
+			}
+		}
+		Peers struct {
+			Rows []struct{ Name, Server string }
+		}
+	}
+	err = json.NewDecoder(resp.Body).Decode(&ust)
+	resp.Body.Close()
+	if err != nil || ust.Cluster == nil || len(ust.Cluster.Members) != 3 {
+		t.Errorf("/ui/api/state of s2: cluster %+v (err %v), want 3 members", ust.Cluster, err)
+	}
+	for _, r := range ust.Peers.Rows {
+		if r.Server != "s2" {
+			t.Errorf("/ui/api/state of s2: peer %s held by %q, want s2", r.Name, r.Server)
+		}
+	}
 	forwarded := false
 	for _, sm := range m.servers {
 		body := scrapeText(t, sm.http)
