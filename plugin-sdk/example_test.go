@@ -58,7 +58,7 @@ func ExampleJSON() {
 	fmt.Println(rep.ContentType, rep.Size)
 	fmt.Println(string(b))
 	// Output:
-	// application/json 36
+	// application/json 37
 	// {"result_from_client":"hello world"}
 }
 

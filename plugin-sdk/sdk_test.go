@@ -585,7 +585,7 @@ func TestDecodeJSONThroughHarness(t *testing.T) {
 	})
 	resp := call(t, h, pluginsdktest.Request{Verb: "post", Noun: "sum", ContentType: "application/json",
 		Body: strings.NewReader("[1, 2, 39]"), Size: 10})
-	if string(resp.Body) != `{"sum":42}` || resp.ContentType != "application/json" {
+	if string(resp.Body) != "{\"sum\":42}\n" || resp.ContentType != "application/json" {
 		t.Errorf("post_sum [1, 2, 39] = %q %s, want application/json {\"sum\":42}", resp.ContentType, resp.Body)
 	}
 }
