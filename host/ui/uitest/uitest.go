@@ -4,7 +4,7 @@
 // screenshots.
 //
 // Chromium is found on the PATH (chromium, chromium-browser, google-chrome)
-// or at /usr/bin/chromium, Debian's package, which `go tool task deps`
+// or at /usr/bin/chromium, Debian's package, which `go tool -modfile=cmd/task.mod task deps`
 // installs when run as root. Without one, Start skips the test with a
 // message saying how to get it. The browser runs headless, without a
 // sandbox or GPU, with a fresh profile in the test's temporary directory and
@@ -62,7 +62,7 @@ func Start(t testing.TB, opts Options) *Browser {
 	t.Helper()
 	bin := ChromiumPath()
 	if bin == "" {
-		t.Skip("chromium is not installed: apt-get install chromium (the test task does it as root: go tool task deps)")
+		t.Skip("chromium is not installed: apt-get install chromium (the test task does it as root: go tool -modfile=cmd/task.mod task deps)")
 	}
 	b := &Browser{shotDir: opts.ShotDir, out: &lockedBuffer{}}
 	if b.shotDir == "" {
