@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 	"github.com/restpipe/restpipe/host/pki"
 )
 
@@ -300,16 +301,7 @@ func wantKind(t testing.TB, err error, k host.Kind) {
 }
 
 // waitFor polls cond until it holds or within passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = hosttest.WaitFor
 
 // goroutineBaseline returns a check that fails the test unless the number
 // of goroutines goes back to what it is now (give or take slack).
