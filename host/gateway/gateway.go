@@ -70,8 +70,16 @@ type Config struct {
 	UI http.Handler
 }
 
-// Validate fills in defaults and reports what cannot work.
+// DefaultConfig returns a Config with every default set; the caller adds
+// Node, Local and Peers (and the optional handlers).
+func DefaultConfig() Config {
+	return Config{Logger: hclog.NewNullLogger(), DefaultTimeout: 30 * time.Second, PeerWait: 10 * time.Second}
+}
+
+// Validate fills in the defaults of DefaultConfig for fields left zero,
+// and reports what cannot work.
 func (c *Config) Validate() error {
+	d := DefaultConfig()
 	if c.Local == nil || c.Peers == nil {
 		return errors.New("gateway: Local and Peers are required")
 	}
@@ -79,13 +87,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: unknown node role %q", c.Node.Role)
 	}
 	if c.Logger == nil {
-		c.Logger = hclog.NewNullLogger()
+		c.Logger = d.Logger
 	}
 	if c.DefaultTimeout == 0 {
-		c.DefaultTimeout = 30 * time.Second
+		c.DefaultTimeout = d.DefaultTimeout
 	}
 	if c.PeerWait == 0 {
-		c.PeerWait = 10 * time.Second
+		c.PeerWait = d.PeerWait
 	}
 	if c.DefaultTimeout < 0 || c.PeerWait < 0 || c.MaxBody < 0 {
 		return errors.New("gateway: timeouts and limits must be positive")
