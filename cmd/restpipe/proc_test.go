@@ -30,6 +30,9 @@ var examplePlugins = []string{"time", "cat", "echo", "files"}
 func pluginBin(name string) string { return filepath.Join(binDir, "plugins", name) }
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(idleClientsEnv); spec != "" {
+		os.Exit(runIdleClients(spec))
+	}
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "restpipe-e2e-")
 		if err != nil {
