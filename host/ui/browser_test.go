@@ -219,7 +219,7 @@ func TestUIPageInBrowser(t *testing.T) {
 		if got := uitest.Eval[string](tab, many+`.querySelector('summary').textContent`); got != "6 routes" {
 			t.Errorf("many's routes fold as %q, want 6 routes", got)
 		}
-		tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#plugins-table tr[data-plugin=many] summary`)))
+		tab.Click(`#plugins-table tr[data-plugin=many] summary`)
 		polls := `performance.getEntriesByType('resource').filter(e => e.name.includes('/ui/api/state')).length`
 		n := uitest.Eval[int](tab, polls)
 		tab.WaitFor(15*time.Second, "two more polls", fmt.Sprintf("%s >= %d", polls, n+2))
@@ -230,12 +230,12 @@ func TestUIPageInBrowser(t *testing.T) {
 		if strings.Join(kinds, ",") != "all 2,handler_failed 1,timeout 1" {
 			t.Errorf("failure kinds = %q", kinds)
 		}
-		tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#fail-kinds button:nth-child(3)`)))
+		tab.Click(`#fail-kinds button:nth-child(3)`)
 		ids := uitest.Eval[[]string](tab, `[...document.querySelectorAll('#failures-table tbody tr')].map(r => r.dataset.requestId)`)
 		if strings.Join(ids, ",") != "req-timeout" {
 			t.Errorf("failures of kind timeout = %q, want req-timeout", ids)
 		}
-		tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#fail-kinds button:nth-child(1)`)))
+		tab.Click(`#fail-kinds button:nth-child(1)`)
 		charts := uitest.Eval[[]string](tab, `[...document.querySelectorAll('#charts figure')].map(f => f.dataset.route + ':' + f.querySelectorAll('path.line').length)`)
 		if strings.Join(charts, ",") != "get_time:4,get_files:3" { // rate, failed, p50, p99; no failures: no failed line
 			t.Errorf("charts = %q, want get_time with 4 lines, get_files with 3", charts)
@@ -364,13 +364,13 @@ func TestUIManyPeers(t *testing.T) {
 	}
 	tab.Screenshot("10000-peers")
 
-	tab.Do(5*time.Second, chromedp.Click(chromedp.ID("peers-next")))
+	tab.Click(`#peers-next`)
 	tab.WaitFor(15*time.Second, "the second page", `document.getElementById('peers-range').textContent === '51–100 of 10,000' && `+firstName+` === 'client-00050'`)
 	if loc := uitest.Eval[string](tab, `location.hash`); loc != "#offset=50" {
 		t.Errorf("location.hash = %q, want #offset=50 (a reload keeps the view)", loc)
 	}
 
-	tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#peers-table button[data-sort=changes]`)))
+	tab.Click(`#peers-table button[data-sort=changes]`)
 	tab.WaitFor(15*time.Second, "sorted by link changes, most first",
 		`document.querySelector('#peers-table th[data-sort=changes]').getAttribute('aria-sort') === 'descending' && `+firstName+` === 'client-00008'`)
 

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -176,6 +177,17 @@ func (tab *Tab) Do(timeout time.Duration, actions ...chromedp.Action[chromedp.Vo
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		tab.t.Fatalf("chromium: %v%s", err, tab.consoleNote())
 	}
+}
+
+// Click waits up to 15 s for the element selector (a CSS selector) to be
+// on the page, then clicks it as a user would, through its click()
+// (chromedp's mouse click aims at where the element was when it looked,
+// which a page re-rendering every second on a loaded machine can move).
+func (tab *Tab) Click(selector string) {
+	tab.t.Helper()
+	sel := strconv.Quote(selector)
+	tab.WaitFor(15*time.Second, selector, `document.querySelector(`+sel+`) !== null`)
+	Run(tab, 15*time.Second, chromedp.Evaluate[bool](`(document.querySelector(`+sel+`).click(), true)`))
 }
 
 // Run runs one action and returns its value, failing the test after
