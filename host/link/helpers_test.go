@@ -85,22 +85,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // logBuf collects log output, safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = hosttest.LogBuffer
 
 // nodeHandler answers events on a test node:
 //
