@@ -59,7 +59,27 @@ type Event struct {
 	Size int64
 	// Peer is the verified name of the node the event came from, taken from
 	// that node's certificate by the receiving link; "" for a local caller.
+	// For an event a cluster's servers forwarded (SPEC §8), it is the name
+	// of the node whose gateway took the event, as the first server's link
+	// verified it, carried by server-to-server hops that only certificates
+	// with the server role may make (see Via).
 	Peer string
+
+	// Via is, on the node receiving a forwarded event, the verified name of
+	// the server that relayed it here (Peer then being the node the event
+	// came from); "" when the event came straight from its maker.
+	Via string
+
+	// Target is the client a server forwards the event to, on a link
+	// between two servers of a cluster; "" everywhere else. Only links of
+	// certificates with the server role carry it.
+	Target string
+
+	// Hops counts the server-to-server links a forwarded event crossed to
+	// reach this node: 0 on the server whose gateway took it, 1 once
+	// forwarded. A cluster bounds it so that an event is relayed at most
+	// once more when presence is out of date.
+	Hops int
 }
 
 // Route returns the event's route name, see RouteName.

@@ -52,3 +52,25 @@ func CertName(cert *x509.Certificate) (string, error) {
 	}
 	return name, nil
 }
+
+// ServerRoleURI is the URI SAN that marks a certificate as a server's
+// (`restpipe pki issue --role server`). In a cluster (SPEC §8) only a
+// certificate carrying it may join the NATS cluster, open or answer a
+// server-to-server link, or state on a link the name of the node an event
+// came from; a single server needs no role.
+const ServerRoleURI = "urn:restpipe:role:server"
+
+// HasServerRole reports whether cert carries the server role: ServerRoleURI
+// among its URI SANs. Like CertName, it is only meaningful for a
+// certificate whose chain was verified.
+func HasServerRole(cert *x509.Certificate) bool {
+	if cert == nil {
+		return false
+	}
+	for _, u := range cert.URIs {
+		if u.String() == ServerRoleURI {
+			return true
+		}
+	}
+	return false
+}

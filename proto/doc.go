@@ -5,6 +5,8 @@
 //     on a link between two restpipe nodes.
 //   - restpipe.plugin.v1 (plugin/v1, Go package pluginv1): the gRPC service
 //     between the host and its plugins.
+//   - restpipe.cluster.v1 (cluster/v1, Go package clusterv1): what the
+//     servers of a cluster tell each other through NATS.
 //
 // proto is a Go module of its own (github.com/restpipe/restpipe/proto),
 // with proto/frame, the framing of every restpipe stream: the plugin SDK

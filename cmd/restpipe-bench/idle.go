@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,11 +218,18 @@ func newIdleClient(ca *pki.CA, name, addr string) (*link.Client, error) {
 		return nil, host.Errorf(host.KindNoRoute, "an idle bench client serves nothing")
 	})
 	cfg.Software = "restpipe-bench idle client"
-	return link.NewClient(link.ClientConfig{
+	cc := link.ClientConfig{
 		Config: cfg,
 		Addr:   addr,
 		TLS:    func() *tls.Config { return store.ClientTLS(nameServer) },
-	})
+	}
+	if addrs := strings.Split(addr, ","); len(addrs) > 1 {
+		// The servers of a cluster (scenario k): each verified by the
+		// host part of its address, as a client node does.
+		cc.Addr, cc.Addrs = "", addrs
+		cc.TLS = func() *tls.Config { return store.ClientTLS("") }
+	}
+	return link.NewClient(cc)
 }
 
 // idleConns opens n keep-alive mutual-TLS connections to the baseline

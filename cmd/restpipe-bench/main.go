@@ -27,6 +27,9 @@
 //	   ping-pong to a child process
 //	j  the Python plugin hop beside the Go one: c=1 p50 and c=64 events per
 //	   second, and each plugin's start (python.go)
+//	k  forwarded vs direct small events in a cluster of two servers
+//	   (embedded NATS): c=1 p50, c=64 events per second, and the presence
+//	   lookups (forward.go)
 //
 // Scenarios a to e are run --rounds times, alternating the baseline and
 // restpipe, and each ratio is the median of the per-round ratios. See
@@ -97,19 +100,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // options are the bench's command-line settings.
 type options struct {
-	rounds     int
-	duration   time.Duration
-	only       map[string]bool // the scenarios to run, by letter
-	clients    int
-	largeMB    int
-	rtt        time.Duration
-	restpipe   string // a built restpipe binary, or "" to build one
-	pluginsDir string // a directory with built time and echo plugins, or ""
-	installSSH bool
+	rounds         int
+	duration       time.Duration
+	only           map[string]bool // the scenarios to run, by letter
+	clients        int
+	clusterClients int // scenario k: idle clients over three clustered servers
+	largeMB        int
+	rtt            time.Duration
+	restpipe       string // a built restpipe binary, or "" to build one
+	pluginsDir     string // a directory with built time and echo plugins, or ""
+	installSSH     bool
 }
 
 // scenarios are the letters of every scenario, in order.
-const scenarios = "abcdefghij"
+const scenarios = "abcdefghijk"
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("restpipe-bench", flag.ContinueOnError)
@@ -120,6 +124,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measuring time of one round of scenarios a and b")
 	fs.StringVar(&only, "only", "", "comma-separated `letters` of the scenarios to run (default: all of "+scenarios+")")
 	fs.IntVar(&o.clients, "clients", 10000, "idle clients of scenarios f and g")
+	fs.IntVar(&o.clusterClients, "cluster-clients", 3000, "idle clients over three clustered servers in scenario k (0: that part is skipped)")
 	fs.IntVar(&o.largeMB, "large-mb", 256, "body size of scenarios c, d and e, in MiB")
 	fs.DurationVar(&o.rtt, "rtt", 10*time.Millisecond, "round trip the delaying proxy of scenario d adds (half each way)")
 	fs.StringVar(&o.restpipe, "restpipe", "", "`path` of a built restpipe binary (default: go build it from this source tree)")
@@ -129,7 +134,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "Usage: restpipe-bench [flags]\n\nMeasure restpipe against a direct mTLS baseline in the same run; print one table of ratios.\n"+
 			"Scenarios: a small c=1 latency, b small c=64 throughput, c large echo MB/s and peak RSS,\n"+
 			"d large echo over an emulated RTT, e ssh -R peer, f memory per idle client,\n"+
-			"g reconnect storm, h plugin start, i plugin hop alone, j Python plugin hop.\n\nFlags:\n")
+			"g reconnect storm, h plugin start, i plugin hop alone, j Python plugin hop,\n"+
+			"k forwarded vs direct events in a cluster of two servers.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

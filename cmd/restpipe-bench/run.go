@@ -85,6 +85,11 @@ func runBench(ctx context.Context, o *options, stdout, stderr io.Writer) (err er
 			return err
 		}
 	}
+	if o.want("k") {
+		if err := r.runForward(ctx); err != nil {
+			return err
+		}
+	}
 	r.res.machine.loadEnd = loadAvg()
 	r.res.elapsed = time.Since(started)
 	r.res.print(stdout, o)

@@ -364,7 +364,8 @@ func (r *results) rows(o *options) []row {
 			rows = append(rows, rw)
 		}
 	}
-	return append(rows, r.pythonRows(o)...)
+	rows = append(rows, r.pythonRows(o)...)
+	return append(rows, r.forwardRows(o)...)
 }
 
 func verdict(ok bool) string {

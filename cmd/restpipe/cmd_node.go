@@ -29,6 +29,8 @@ type nodeFlags struct {
 	checksumsFile string
 	configFile    string
 	gomaxprocs    int
+	// clusterJoin and clusterNATS are comma-separated lists.
+	clusterJoin, clusterNATS string
 
 	// fs is the flag set the fields are bound to.
 	fs *flag.FlagSet
@@ -52,9 +54,14 @@ func (nf *nodeFlags) register(fs *flag.FlagSet, role string) {
 	fs.StringVar(&nf.files.Key, "key", "", "PEM `file` of this node's private key (required)")
 	if role == "server" {
 		fs.StringVar(&cfg.Listen, "listen", ":7443", "`address` to accept links on")
+		fs.StringVar(&cfg.Cluster.Listen, "cluster-listen", "", "be a member of a cluster of servers (docs/cluster.md): the embedded NATS server's route `address`, host:port; needs a certificate with the server role")
+		fs.StringVar(&nf.clusterJoin, "cluster-join", "", "the other members' route `addresses`, host:port,... (listing this server's own is harmless)")
+		fs.StringVar(&nf.clusterNATS, "cluster-nats", "", "be a member of a cluster through an external NATS cluster at these `URLs`, tls://host:port,... (mutual TLS with this node's CA and certificate), instead of an embedded one")
+		fs.StringVar(&cfg.Cluster.RouteAdvertise, "cluster-advertise", "", "route `address` the other members are told to dial (NATS's cluster advertise; default: the one they reach)")
+		fs.StringVar(&cfg.Cluster.Advertise, "cluster-link-advertise", "", "link `address` the other members dial to forward events here (default: --listen, with this machine's name for an unspecified host)")
 	} else {
-		fs.StringVar(&cfg.Server, "server", "", "`address` of the server's link, host:port (required)")
-		fs.StringVar(&nf.serverName, "server-name", "", "`name` to verify in the server's certificate (default: the host part of --server)")
+		fs.StringVar(&cfg.Server, "server", "", "`address` of the server's link, host:port (required); several, comma-separated, for a cluster's servers: one is chosen at random, another on losing it")
+		fs.StringVar(&nf.serverName, "server-name", "", "`name` to verify in the server's certificate (default: the host part of each --server address)")
 	}
 	fs.StringVar(&cfg.HTTP, "http", defaultHTTP, "`address` of the local REST gateway: host:port, or unix:/path/to.sock")
 	fs.IntVar(&cfg.HTTPMaxConns, "http-max-conns", defaultHTTPMaxConns, "most local connections served at once; a new caller beyond it closes the connection idle the longest (or waits, when none is idle)")
@@ -131,8 +138,19 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 		if cfg.Server == "" {
 			return errors.New("--server is required (or RESTPIPE_SERVER, or server in --config)")
 		}
-		if cfg.ServerName, err = serverNameOf(cfg.Server, nf.serverName); err != nil {
+		if addrs := splitList(cfg.Server); len(addrs) > 1 {
+			cfg.ServerName = nf.serverName // "": each address's host
+		} else if cfg.ServerName, err = serverNameOf(cfg.Server, nf.serverName); err != nil {
 			return err
+		}
+	}
+	if role == "server" {
+		cfg.Cluster.Join, cfg.Cluster.NATS = splitList(nf.clusterJoin), splitList(nf.clusterNATS)
+		if cfg.Cluster.Listen == "" && len(cfg.Cluster.Join) > 0 {
+			return errors.New("--cluster-join needs --cluster-listen")
+		}
+		if cfg.Cluster.Listen != "" && len(cfg.Cluster.NATS) > 0 {
+			return errors.New("--cluster-listen (an embedded NATS) and --cluster-nats (an external one) exclude each other")
 		}
 	}
 	if nf.checksumsFile != "" {

@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	fs.StringVar(&clientHTTP, "client-http", "127.0.0.1:8081", "`address` of the client node's gateway")
 	fs.StringVar(&pluginsDir, "plugins", "", "`directory` of plugins to run (default: build the example plugins from this source tree)")
 	gomaxprocs := fs.Int("gomaxprocs", defaultGOMAXPROCS(), "Go's GOMAXPROCS for both nodes (see restpipe server -h)")
+	servers := fs.Int("servers", 1, "run a cluster of this many servers (embedded NATS), with two clients per server, instead of one server and one client (docs/cluster.md); the gateways then take free ports")
 	logs.register(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
@@ -56,6 +57,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 			return err
 		}
 	}
+
 	// The files plugin serves a directory of its own on each node.
 	roots := map[host.Role]string{}
 	for _, role := range []host.Role{host.RoleServer, host.RoleClient} {
@@ -68,6 +70,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 			return err
 		}
 		roots[role] = root
+	}
+	if *servers > 1 {
+		return runDevCluster(ctx, *servers, pluginsDir, roots, stdout, log)
 	}
 
 	ca, err := pki.NewCA(pki.CAOptions{CommonName: "restpipe dev CA (throw-away)"})

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
+	hcluster "github.com/restpipe/restpipe/host/cluster"
 	"github.com/restpipe/restpipe/host/dispatch"
 	"github.com/restpipe/restpipe/host/gateway"
 	"github.com/restpipe/restpipe/host/link"
@@ -37,10 +38,14 @@ type nodeConfig struct {
 
 	// Listen is the server's link address.
 	Listen string
-	// Server is the address a client dials, and ServerName the name it
-	// verifies in the server's certificate.
+	// Server is the address a client dials (several, comma-separated:
+	// the servers of a cluster), and ServerName the name it verifies in
+	// the server's certificate ("": the host part of each address).
 	Server     string
 	ServerName string
+
+	// Cluster makes a server a member of a cluster of servers.
+	Cluster clusterConfig
 
 	// HTTP is the gateway's address: host:port, or unix:/path; at most
 	// HTTPMaxConns local connections are served at once (0: 4096).
@@ -117,8 +122,10 @@ type node struct {
 	httpLn  net.Listener
 	pprofLn net.Listener // nil without --pprof
 	metrics *metrics.Metrics
-	statsd  *metrics.StatsD  // nil unless --statsd
-	policy  *policy.Enforcer // nil without --policy
+	statsd  *metrics.StatsD   // nil unless --statsd
+	policy  *policy.Enforcer  // nil without --policy
+	cluster *hcluster.Cluster // nil outside a cluster
+	pool    *link.Pool        // a cluster's forward links; nil outside one
 
 	// For the status page (/ui): when the node started, each peer's
 	// link changes, each plugin's last error.
@@ -134,6 +141,7 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	defer func() {
 		if err != nil {
 			n.closeListeners()
+			n.closeCluster()
 		}
 	}()
 	if n.table, err = dispatch.New(dispatch.Config{DefaultTimeout: cfg.EventTimeout}); err != nil {
@@ -190,20 +198,33 @@ func newNode(cfg nodeConfig) (_ *node, err error) {
 	var peers gateway.Peers
 	switch cfg.Role {
 	case host.RoleServer:
-		if n.server, err = link.NewServer(link.ServerConfig{Config: lc, TLS: cfg.Store.ServerTLS()}); err != nil {
-			return nil, err
-		}
 		if n.linkLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("listen for links: %w", err)
 		}
+		sc := link.ServerConfig{Config: lc, TLS: cfg.Store.ServerTLS()}
+		if cfg.Cluster.enabled() {
+			if sc.Registry, sc.Forward, err = n.joinCluster(lc); err != nil {
+				return nil, err
+			}
+		}
+		if n.server, err = link.NewServer(sc); err != nil {
+			return nil, err
+		}
 		peers = serverPeers{n.server}
+		if n.cluster != nil {
+			peers = clusterPeers{n.cluster}
+		}
 	case host.RoleClient:
 		serverName := cfg.ServerName
-		n.client, err = link.NewClient(link.ClientConfig{
+		ccfg := link.ClientConfig{
 			Config: lc,
 			Addr:   cfg.Server,
 			TLS:    func() *tls.Config { return cfg.Store.ClientTLS(serverName) },
-		})
+		}
+		if addrs := splitList(cfg.Server); len(addrs) > 1 {
+			ccfg.Addr, ccfg.Addrs = "", addrs
+		}
+		n.client, err = link.NewClient(ccfg)
 		if err != nil {
 			return nil, err
 		}
@@ -355,6 +376,7 @@ func (n *node) run(ctx context.Context) error {
 		profiler.Close()
 	}
 	wg.Wait()
+	n.closeCluster()
 	pluginsDone.Wait()
 	if n.statsd != nil {
 		n.statsd.Close()
@@ -373,6 +395,13 @@ func (n *node) run(ctx context.Context) error {
 // for those in flight both ways; what is left then is cut off. The gateway
 // keeps answering (503) until then.
 func (n *node) drain(ctx context.Context) {
+	if n.cluster != nil {
+		// A member leaves the cluster first and hands its clients to the
+		// others, each once its events are done, within the grace.
+		leaveCtx, cancel := context.WithTimeout(ctx, n.cfg.Grace)
+		n.leaveCluster(leaveCtx)
+		cancel()
+	}
 	n.gateway.Drain()
 	lk := linkDrainer(n.client)
 	if n.server != nil {

@@ -18,7 +18,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 // runPKI runs `restpipe pki init|issue`.
 func runPKI(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "Usage:\n  restpipe pki init  --dir DIR\n  restpipe pki issue --dir DIR --name NAME [--host H]...\n")
+		fmt.Fprint(stderr, "Usage:\n  restpipe pki init  --dir DIR\n  restpipe pki issue --dir DIR --name NAME [--host H]... [--role server]\n")
 		return errUsage
 	}
 	switch args[0] {
@@ -43,17 +43,30 @@ func runPKI(args []string, stdout, stderr io.Writer) error {
 		name := fs.String("name", "", "the node's name, a lower-case DNS name (required)")
 		var hosts multiFlag
 		fs.Var(&hosts, "host", "a further DNS name or IP address for the certificate (repeatable)")
+		role := fs.String("role", "", "server: mark the certificate as a server's, which a cluster of servers requires (docs/cluster.md); client (or nothing): no mark. Never give the server role to a client")
 		if err := parseFlags(fs, args[1:], noEnv); err != nil {
 			return err
 		}
 		if *dir == "" || *name == "" {
 			return errors.New("--dir and --name are required")
 		}
-		certFile, keyFile, err := pki.IssueFiles(*dir, *name, hosts, pki.LeafOptions{})
+		var opts pki.LeafOptions
+		switch *role {
+		case "", "client":
+		case "server":
+			opts.ServerRole = true
+		default:
+			return fmt.Errorf("--role %q: want server or client", *role)
+		}
+		certFile, keyFile, err := pki.IssueFiles(*dir, *name, hosts, opts)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "issued %s: %s and %s\n", *name, certFile, keyFile)
+		what := ""
+		if opts.ServerRole {
+			what = " (server role)"
+		}
+		fmt.Fprintf(stdout, "issued %s%s: %s and %s\n", *name, what, certFile, keyFile)
 		return nil
 	default:
 		fmt.Fprintf(stderr, "restpipe pki: unknown subcommand %q (want init or issue)\n", args[0])

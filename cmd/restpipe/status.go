@@ -21,6 +21,8 @@ type nodeStatus struct {
 	Plugins []plugins.Status `json:"plugins"`
 	// Policy is the policy in force (--policy), null without one.
 	Policy *policy.Status `json:"policy"`
+	// Cluster is the cluster's members, on a server in one (SPEC §8).
+	Cluster *clusterStatus `json:"cluster,omitempty"`
 
 	// Started is when the node started, UptimeSeconds how long ago.
 	Started       time.Time `json:"started"`
@@ -29,7 +31,9 @@ type nodeStatus struct {
 
 // peerStatus describes one live link.
 type peerStatus struct {
-	Name           string    `json:"name"`
+	Name string `json:"name"`
+	// Server is, in a cluster, the server holding the link: this one.
+	Server         string    `json:"server,omitempty"`
 	ConnectedSince time.Time `json:"connected_since"`
 	RemoteAddr     string    `json:"remote_addr"`
 	EventsOut      int       `json:"events_out"`
@@ -95,7 +99,11 @@ func (n *node) status() any {
 			RTTMillis: float64(s.RTT().Microseconds()) / 1000, Software: s.PeerSoftware(),
 			LinkChanges: n.linkChanges.count(s.Peer()),
 		})
+		if n.cluster != nil {
+			st.Peers[len(st.Peers)-1].Server = n.name
+		}
 	}
+	st.Cluster = n.clusterState()
 	if n.plugins != nil {
 		st.Plugins = n.plugins.Status()
 	}
@@ -108,8 +116,7 @@ func (n *node) status() any {
 // contents and more (uptime, link changes, plugins' last errors, the
 // recent events), read at each of the page's polls.
 //
-// The cluster work fills ui.Snapshot.Cluster and ui.Peer.Server; until then
-// they stay empty and the page shows no cluster.
+// In a cluster it fills ui.Snapshot.Cluster and ui.Peer.Server.
 type uiSource struct{ n *node }
 
 // Snapshot implements ui.Source.
@@ -138,6 +145,12 @@ func (s uiSource) Snapshot() ui.Snapshot {
 		}
 	}
 	snap.Events = uiEvents(n.metrics.Recent().View(0))
+	if cs := n.clusterState(); cs != nil {
+		snap.Cluster = &ui.Cluster{}
+		for _, m := range cs.Members {
+			snap.Cluster.Members = append(snap.Cluster.Members, ui.Member{Name: m.Name, State: m.State, Self: m.Self})
+		}
+	}
 	return snap
 }
 
@@ -152,6 +165,9 @@ func (s uiSource) Peers() []ui.Peer {
 			RTTMillis: float64(ss.RTT().Microseconds()) / 1000, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
 			EventsIn: st.EventsIn, EventsOut: st.EventsOut, Software: ss.PeerSoftware(),
 		})
+		if s.n.cluster != nil {
+			out[len(out)-1].Server = s.n.name
+		}
 	}
 	s.n.linkChanges.withCounts(func(count func(string) int) {
 		for i := range out {

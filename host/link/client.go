@@ -7,24 +7,38 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/restpipe/restpipe/host"
 )
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
 	Config
 
-	// Addr is the server's link address, host:port. Required.
+	// Addr is the server's link address, host:port. Required unless Addrs
+	// is set.
 	Addr string
+
+	// Addrs, when set, are the link addresses of the servers of a cluster
+	// (SPEC §8), and Addr is ignored. Each connection attempt tries them
+	// in a random order, the one of the last link (or attempt) last, so
+	// that a client that lost a server links to another; the first that
+	// links wins, and only when all fail does the client back off. A host
+	// name counts as each of the addresses it resolves to (also when it is
+	// the only one, in Addr).
+	Addrs []string
+
+	// Resolve returns the addresses of a host name. Default: the system's
+	// resolver.
+	Resolve func(ctx context.Context, host string) ([]string, error)
 
 	// TLS returns the TLS configuration for one dial. It must require TLS
 	// 1.3, verify the server and present the client's certificate. It is
 	// called for every dial, so reloaded certificates apply to the next
-	// connection. Required.
+	// connection. When its ServerName is empty, each dial verifies the
+	// host part of the address it dials (without an IPv6 zone). Required.
 	TLS func() *tls.Config
 
 	// Dial opens the TCP connection. Default: a net.Dialer.
@@ -47,11 +61,19 @@ func (c *ClientConfig) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		return err
 	}
-	if c.Addr == "" {
+	if c.Addr == "" && len(c.Addrs) == 0 {
 		return errors.New("link: client Addr is required")
 	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("link: client Addr %q: %w", c.Addr, err)
+	for _, a := range append([]string{c.Addr}, c.Addrs...) {
+		if a == "" && len(c.Addrs) > 0 {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("link: client Addr %q: %w", a, err)
+		}
+	}
+	if c.Resolve == nil {
+		c.Resolve = net.DefaultResolver.LookupHost
 	}
 	if c.TLS == nil {
 		return errors.New("link: client TLS is required")
@@ -84,6 +106,7 @@ type Client struct {
 	changed chan struct{} // closed and replaced whenever current changes
 	dials   int           // connection attempts so far
 	ups     int           // links established so far
+	last    string        // the address of the last link or attempt, tried last next time
 }
 
 // NewClient returns a Client; call Run to connect.
@@ -104,7 +127,7 @@ func (c *Client) Run(ctx context.Context) error {
 	for {
 		sess, err := c.connect(ctx)
 		if err == nil {
-			log.Info("link up", "server", sess.peer, "addr", c.cfg.Addr, "software", sess.software)
+			log.Info("link up", "server", sess.peer, "addr", sess.remote.String(), "software", sess.software)
 			c.setCurrent(sess)
 			c.cfg.Observer.LinkUp(sess.peer, true)
 			stop := context.AfterFunc(ctx, func() { sess.shutdown(ErrClosed) })
@@ -121,7 +144,7 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 		} else if ctx.Err() == nil {
 			c.cfg.Observer.LinkRefused(true, err)
-			log.Warn("link attempt failed", "addr", c.cfg.Addr, "attempt", attempt+1, "error", err)
+			log.Warn("link attempt failed", "addr", c.addrs(), "attempt", attempt+1, "error", err)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -147,42 +170,40 @@ func (c *Client) backoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(bound))) + time.Millisecond
 }
 
-// connect dials the server and completes TLS and the hello.
+// connect dials a server and completes TLS and the hello: the candidate
+// addresses in turn (see ClientConfig.Addrs) until one links.
 func (c *Client) connect(ctx context.Context) (*Session, error) {
 	c.mu.Lock()
 	c.dials++
+	last := c.last
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
-	defer cancel()
-	conn, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
+	var errs []error
+	for _, cand := range candidates(ctx, c.cfg.Resolve, c.addrList(), last, c.cfg.HandshakeTimeout) {
+		c.mu.Lock()
+		c.last = cand.addr
+		c.mu.Unlock()
+		sess, err := dialSession(ctx, &c.cfg.Config, c.ymx, c.cfg.Dial, cand, c.cfg.TLS(), false, &c.draining)
+		if err == nil {
+			return sess, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	tc := tls.Client(&batchConn{Conn: conn}, c.cfg.TLS())
-	if err := tc.HandshakeContext(ctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("tls handshake with %s: %w", c.cfg.Addr, err)
-	}
-	state := tc.ConnectionState()
-	name, err := host.CertName(state.PeerCertificates[0])
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("server certificate: %w", err)
-	}
-	welcome, err := clientHello(tc, &c.cfg.Config)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("hello with %s: %w", c.cfg.Addr, err)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	sess, err := newSession(&c.cfg.Config, c.ymx, tc, false, name, welcome, &c.draining)
-	if err != nil {
-		conn.Close()
-	}
-	return sess, err
+	return nil, errors.Join(errs...)
 }
+
+// addrList returns the configured server addresses.
+func (c *Client) addrList() []string {
+	if len(c.cfg.Addrs) > 0 {
+		return c.cfg.Addrs
+	}
+	return []string{c.cfg.Addr}
+}
+
+// addrs returns the configured server addresses, for logs.
+func (c *Client) addrs() string { return strings.Join(c.addrList(), ",") }
 
 func (c *Client) setCurrent(s *Session) {
 	c.mu.Lock()
@@ -228,7 +249,7 @@ func (c *Client) Peer(ctx context.Context) (*Session, error) {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: server at %s: %w", ErrNotConnected, c.cfg.Addr, context.Cause(ctx))
+			return nil, fmt.Errorf("%w: server at %s: %w", ErrNotConnected, c.addrs(), context.Cause(ctx))
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
+	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
 )
@@ -264,11 +265,23 @@ const streamSlack = 32
 const minStreams = 16
 
 // yamuxConfigs shares yamux configurations among a server's or client's
-// sessions, one per window size.
+// sessions, one per window size, and the limiter of their warnings.
 type yamuxConfigs struct {
 	cfg  *Config
 	mu   sync.Mutex
 	byWS map[uint32]*yamux.Config
+	warn *rate.Limiter
+}
+
+// warnLimit returns the limiter of the sessions' warnings about refused
+// events: 5 a second, bursts of 20.
+func (y *yamuxConfigs) warnLimit() *rate.Limiter {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	if y.warn == nil {
+		y.warn = rate.NewLimiter(5, 20)
+	}
+	return y.warn
 }
 
 // get returns the multiplexer settings of a link whose window is w.

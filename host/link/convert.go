@@ -20,6 +20,9 @@ func requestFromEvent(ev *host.Event, timeout time.Duration) *linkv1.Request {
 		Args:        ev.Args,
 		ContentType: ev.ContentType,
 		BodySize:    ev.Size,
+		Target:      ev.Target,
+		Caller:      ev.Peer,
+		Hops:        uint32(max(ev.Hops, 0)),
 	}
 	if ev.Body == nil {
 		r.BodySize = 0

@@ -7,7 +7,7 @@
 // server and keeps one link up forever, with backoff. Both hand the events
 // their peer sends to a host.Handler, and send events with Session.Handle.
 //
-// # The link protocol, version 1
+// # The link protocol
 //
 // Connection. The client opens TCP to the server and runs TLS 1.3 (nothing
 // older is accepted). The server requires a client certificate signed by its
@@ -31,7 +31,12 @@
 // (the newest and oldest protocol versions it speaks, and its build); the
 // server answers with Welcome (the version both will speak) or with
 // Welcome.refusal and closes the connection. Old and new nodes thus refuse
-// each other with a sentence instead of misreading frames. The hello must
+// each other with a sentence instead of misreading frames. This build
+// speaks versions 2 and 3 (ProtocolVersion, MinProtocolVersion): version 2
+// reuses streams (Request.seq, Cancel.seq, Ready); version 3 adds the
+// forward links of a cluster (Hello.forward, Request.target, caller and
+// hops, Error.not_delivered; see Several servers below), which a version 2
+// node ignores, so a forward link needs version 3 at both ends. The hello must
 // complete within Config.HandshakeTimeout of the TCP connect.
 //
 // Multiplexing. Then yamux runs on the TLS connection, the client as yamux
@@ -86,6 +91,32 @@
 // link_lost and the handlers of the events it carried are canceled. When a
 // second link arrives for a name, the older session is closed (its events
 // fail with link_lost) and the newer one serves the name.
+//
+// Several servers (SPEC §8). A server of a cluster hands an event for a
+// client another server holds to that server on a forward link: the same
+// protocol, dialled on demand by a Pool and kept, whose Hello says
+// forward. The accepting server takes it only when it is a member of a
+// cluster (ServerConfig.Forward) and the dialling certificate carries the
+// server role (host.ServerRoleURI); the dialling server checks the other's
+// name and role in turn. A refused forward link gets Welcome.refusal and a
+// log line. Forward links are never in the Registry.
+//
+// On a forward link every Request names its target client, and caller,
+// the node whose gateway took the event (the dialling server when unset);
+// hops counts the forward links it crossed before. The receiving server
+// hands it to its client's link with caller set, so the client's policy
+// and handlers see the node the event came from, not the server that
+// relayed it (host.Event Peer and Via). Only a peer whose certificate
+// has the server role may state a caller; an event from any other peer
+// whose caller is not the peer's own name, or that carries a target on a
+// link that is not a forward link, is refused with forbidden and logged.
+// A forward link's error reply may say not_delivered: nothing of the
+// event reached a handler or was read, so the forwarding server may send
+// it again elsewhere (host.ErrNotDelivered).
+//
+// A client may be given several servers' addresses (ClientConfig.Addrs;
+// a host name counts as each of its addresses): each connection attempt
+// tries them in a random order, the last one used last.
 //
 // Known limit: yamux numbers a session's streams with 32-bit ids, two
 // apart, so one session can carry about two billion events (a cancel uses

@@ -19,10 +19,15 @@ import (
 // The link protocol versions this build speaks. A peer outside the range is
 // refused during the hello, before any stream exists. Version 2 reuses
 // streams (Request.seq, Cancel.seq) and adds the Ready message; version 1
-// nodes are refused with a sentence saying so.
+// nodes are refused with a sentence saying so. Version 3 adds a cluster's
+// forward links (Hello.forward, Request.target, caller and hops,
+// Error.not_delivered): a version 2 node ignores those fields, so a forward
+// link needs version 3 on both ends (forwardVersion).
 const (
-	ProtocolVersion    = 2
+	ProtocolVersion    = 3
 	MinProtocolVersion = 2
+
+	forwardVersion = 3
 )
 
 // maxSoftware bounds the peer's build string as this side logs it.
@@ -35,17 +40,25 @@ type hello struct {
 	window      uint32        // this side's stream window, from rtt
 	maxStreams  int           // how many streams this side lets the peer hold
 	peerStreams int           // how many streams the peer lets this side hold
+	forward     bool          // a server-to-server link (Hello.forward)
 }
 
 // clientHello runs the client's side of the link hello on a TLS connection
 // whose handshake is complete: Hello, the server's Welcome, then Ready. The
 // time from Hello to Welcome is the client's measure of the round trip.
 func clientHello(conn net.Conn, cfg *Config) (hello, error) {
+	return clientHelloKind(conn, cfg, false)
+}
+
+// clientHelloKind is clientHello, asking for a forward link (a cluster's
+// server-to-server link) when forward is set.
+func clientHelloKind(conn net.Conn, cfg *Config, forward bool) (hello, error) {
 	software, maxHeader := cfg.Software, cfg.MaxHeaderSize
 	hl := &linkv1.Hello{
 		ProtocolVersion:    ProtocolVersion,
 		MinProtocolVersion: MinProtocolVersion,
 		Software:           software,
+		Forward:            forward,
 	}
 	start := time.Now()
 	if err := frame.WriteMsg(conn, hl); err != nil {
@@ -63,7 +76,10 @@ func clientHello(conn net.Conn, cfg *Config) (hello, error) {
 		return hello{}, fmt.Errorf("%w: server chose link protocol %d, this client speaks %d to %d",
 			ErrRefused, w.ProtocolVersion, MinProtocolVersion, ProtocolVersion)
 	}
-	h := hello{software: sanitize(w.Software, maxSoftware), rtt: rtt}
+	if forward && w.ProtocolVersion < forwardVersion {
+		return hello{}, fmt.Errorf("%w: the server speaks link protocol %d, a forward link needs %d: upgrade it", ErrRefused, w.ProtocolVersion, forwardVersion)
+	}
+	h := hello{software: sanitize(w.Software, maxSoftware), rtt: rtt, forward: forward}
 	h.window, h.maxStreams = cfg.linkShape(rtt)
 	if err := frame.WriteMsg(conn, &linkv1.Ready{RttUs: rtt.Microseconds(), MaxStreams: uint32(h.maxStreams)}); err != nil {
 		return hello{}, fmt.Errorf("send ready: %w", err)
@@ -84,10 +100,30 @@ func clientHello(conn net.Conn, cfg *Config) (hello, error) {
 // waits for the client's Ready. The time from Welcome to Ready is the
 // server's own measure of the round trip: it never trusts the client's.
 func serverHello(conn net.Conn, cfg *Config) (hello, error) {
+	return serverHelloCheck(conn, cfg, nil)
+}
+
+// serverHelloCheck is serverHello; when the client asks for a forward
+// link, check (nil: refuse every one) returns why it may not have one, or
+// "" to take it.
+func serverHelloCheck(conn net.Conn, cfg *Config, check func() string) (hello, error) {
 	software, maxHeader := cfg.Software, cfg.MaxHeaderSize
 	var h linkv1.Hello
 	if err := readExact(conn, maxHeader, &h); err != nil {
 		return hello{}, fmt.Errorf("read hello: %w", err)
+	}
+	if h.Forward {
+		refusal := "this server is not a member of a cluster: it takes no forward link"
+		if check != nil {
+			refusal = check()
+		}
+		if refusal == "" && h.ProtocolVersion < forwardVersion {
+			refusal = fmt.Sprintf("a forward link needs link protocol %d", forwardVersion)
+		}
+		if refusal != "" {
+			_ = frame.WriteMsg(conn, &linkv1.Welcome{Software: software, Refusal: refusal})
+			return hello{}, fmt.Errorf("%w: a forward link: %s", ErrRefused, refusal)
+		}
 	}
 	v := min(h.ProtocolVersion, ProtocolVersion)
 	if h.ProtocolVersion == 0 || v < h.MinProtocolVersion || v < MinProtocolVersion {
@@ -109,7 +145,7 @@ func serverHello(conn net.Conn, cfg *Config) (hello, error) {
 	if err := readExact(conn, maxHeader, &r); err != nil {
 		return hello{}, fmt.Errorf("read ready: %w", err)
 	}
-	out := hello{software: sanitize(h.Software, maxSoftware), rtt: time.Since(start), peerStreams: int(r.MaxStreams)}
+	out := hello{software: sanitize(h.Software, maxSoftware), rtt: time.Since(start), peerStreams: int(r.MaxStreams), forward: h.Forward}
 	if out.peerStreams < minPeerStreams {
 		return hello{}, fmt.Errorf("%w: the client lets this server hold %d streams, fewer than %d", ErrRefused, out.peerStreams, minPeerStreams)
 	}

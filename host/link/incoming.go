@@ -175,7 +175,13 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 		return s.replyError(st, err) && s.drain(st, fr)
 	}
 	if s.draining.Load() {
-		return refuse(&host.Error{Kind: host.KindPeerUnavailable, Message: "the node is shutting down"})
+		e := &host.Error{Kind: host.KindPeerUnavailable, Message: "the node is shutting down"}
+		if s.forward {
+			// Nothing of it was read: the forwarding server may try the
+			// server its client moves to.
+			e.Err = host.ErrNotDelivered
+		}
+		return refuse(e)
 	}
 	if n > int64(s.cfg.MaxInFlight) {
 		return refuse(&host.Error{Kind: host.KindOverloaded, RetryAfter: s.cfg.RetryAfter,
@@ -185,6 +191,9 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 	ev.Peer = s.peer
 	if err := checkRequest(ev); err != nil {
 		return refuse(host.Errorf(host.KindBadRequest, "%v", err))
+	}
+	if err := s.checkOrigin(ev, req); err != nil {
+		return refuse(err)
 	}
 	if d := requestTimeout(req.TimeoutMs); d > 0 {
 		var cancelTimeout context.CancelFunc
@@ -200,7 +209,7 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 	}
 
 	start := time.Now()
-	rep, err := s.cfg.Handler.Handle(ctx, ev)
+	rep, err := s.handler.Handle(ctx, ev)
 	if s.log.IsDebug() {
 		s.log.Debug("event from peer", "request_id", ev.ID, "route", ev.Route(), "kind", host.KindOf(err), "duration", time.Since(start))
 	}
@@ -265,6 +274,58 @@ func (t *writeTracker) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// checkOrigin applies what a request says about where the event comes
+// from and goes to (Request.caller, target and hops), or refuses it:
+//
+//   - on the accepting end of a forward link (a server of the cluster,
+//     whose certificate has the server role), the event is for its target
+//     client, and comes from caller (the forwarding server when unset); it
+//     is answered by the forward handler;
+//   - from a peer whose certificate has the server role (the server a
+//     client links to), a caller is believed: the event's Peer is the
+//     caller, its Via that server;
+//   - from any other peer, a target, or a caller other than the peer's own
+//     name, is refused with forbidden and logged: only servers forward.
+func (s *Session) checkOrigin(ev *host.Event, req *linkv1.Request) error {
+	if req.Caller != "" {
+		if err := host.CheckName(req.Caller); err != nil {
+			return host.Errorf(host.KindBadRequest, "caller: %v", err)
+		}
+	}
+	if s.forward {
+		if req.Target == "" {
+			return host.Errorf(host.KindBadRequest, "an event on a forward link needs a target client")
+		}
+		if err := host.CheckName(req.Target); err != nil {
+			return host.Errorf(host.KindBadRequest, "target: %v", err)
+		}
+		ev.Target, ev.Via, ev.Hops = req.Target, s.peer, int(min(req.Hops, 64))+1
+		if req.Caller != "" {
+			ev.Peer = req.Caller
+		}
+		return nil
+	}
+	switch {
+	case req.Target != "":
+		s.warnRefused("a peer without a forward link sent an event for another client", req)
+		return host.Errorf(host.KindForbidden, "%s may not forward events: only a cluster's servers do, on a forward link", s.peer)
+	case req.Caller == "" || req.Caller == s.peer:
+	case s.peerServer:
+		ev.Peer, ev.Via = req.Caller, s.peer
+	default:
+		s.warnRefused("a peer without the server role stated who an event came from", req)
+		return host.Errorf(host.KindForbidden, "%s may not state who an event came from: its certificate lacks the server role", s.peer)
+	}
+	return nil
+}
+
+// warnRefused logs (rate-limited) an event refused for what it claimed.
+func (s *Session) warnRefused(why string, req *linkv1.Request) {
+	if s.warnLimit.Allow() {
+		s.log.Warn("event refused: "+why, "request_id", sanitize(req.Id, 64), "caller", sanitize(req.Caller, 64), "target", sanitize(req.Target, 64))
+	}
+}
+
 // checkRequest refuses an event the gateway of the peer should never have
 // sent: a bad verb or noun, or strings that are not UTF-8.
 func checkRequest(ev *host.Event) error {
@@ -324,9 +385,13 @@ func (s *Session) waitIdle(ctx context.Context) error {
 }
 
 // replyError answers an event with an error, and reports whether it went
-// out.
+// out. On a forward link, an error wrapping host.ErrNotDelivered says so
+// (Error.not_delivered), so the forwarding server may send the event again
+// elsewhere.
 func (s *Session) replyError(st *yamux.Stream, err error) bool {
-	if werr := frame.WriteMsg(st, &linkv1.Reply{Error: errorToWire(err)}); werr != nil {
+	w := errorToWire(err)
+	w.NotDelivered = s.forward && errors.Is(err, host.ErrNotDelivered)
+	if werr := frame.WriteMsg(st, &linkv1.Reply{Error: w}); werr != nil {
 		s.log.Debug("error reply not delivered", "error", werr)
 		return false
 	}

@@ -245,7 +245,12 @@ func (o *outEvent) run(ev *host.Event) (*host.Reply, error) {
 		o.os.fr.StartBody(0)
 		o.complete.Store(true)
 		o.finish()
-		return nil, errorFromWire(rep.Error)
+		e := errorFromWire(rep.Error)
+		if o.s.forward && rep.Error.NotDelivered {
+			// The other server saw none of it: the event may go elsewhere.
+			e.Err = host.ErrNotDelivered
+		}
+		return nil, e
 	}
 	if err := host.CheckStatus(int(rep.Status)); err != nil {
 		o.s.cfg.Observer.BadPeerReply(o.s.peer)

@@ -100,6 +100,17 @@ func (r *MemRegistry) Lookup(ctx context.Context, name string) (*Session, error)
 	}
 }
 
+// Get returns the live session registered for name, or nil, without
+// waiting.
+func (r *MemRegistry) Get(name string) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.peers[name]; s != nil && !s.mux.IsClosed() {
+		return s
+	}
+	return nil
+}
+
 // dropWaiter counts one lookup less on w and forgets w when it was the last,
 // so lookups for names that never connect leave nothing behind.
 func (r *MemRegistry) dropWaiter(name string, w *waiter) {

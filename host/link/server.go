@@ -62,6 +62,17 @@ type ServerConfig struct {
 	// byte (a TLS ClientHello is sent at once); the rest of the handshake
 	// then has until HandshakeTimeout. Default 3s.
 	FirstByteTimeout time.Duration
+
+	// Forward, when set, makes this server take forward links: the
+	// server-to-server links of a cluster (SPEC §8), which another server
+	// dials to hand over events for the clients this one holds
+	// (Request.target). Only a peer whose certificate has the server role
+	// (host.HasServerRole) gets one; any other is refused with a log line.
+	// Forward answers their events, each with Target set, Peer the node
+	// that made it and Via the forwarding server. A forward link is never
+	// in the Registry, and the Observer does not hear of it. Nil: forward
+	// links are refused (a single server).
+	Forward host.Handler
 }
 
 // silentGrace is how old a silent connection must be before it can be
@@ -109,6 +120,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	closed    bool
+	noAccept  bool // CloseListeners was called
 	listeners map[net.Listener]struct{}
 	pending   map[net.Conn]*pendingConn // connections in handshake
 	bySource  map[string]int            // connections in handshake, by source address
@@ -298,7 +310,7 @@ func isTemporary(err error) bool {
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closed
+	return s.closed || s.noAccept
 }
 
 // sourceOf returns the address a connection comes from, without its port.
@@ -437,6 +449,10 @@ func (s *Server) serveConn(pc *pendingConn) {
 		return
 	}
 
+	if sess.forward {
+		s.serveForward(sess)
+		return
+	}
 	if old := s.cfg.Registry.Register(sess); old != nil {
 		s.log.Info("link replaced by a newer one", "peer", sess.peer, "old_remote", old.remote, "remote", sess.remote)
 		old.shutdown(ErrReplaced)
@@ -471,16 +487,94 @@ func (s *Server) handshake(conn *pendingConn) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client certificate: %w", err)
 	}
-	hello, err := serverHello(tc, &s.cfg.Config)
+	hello, err := serverHelloCheck(tc, &s.cfg.Config, func() string {
+		switch {
+		case s.cfg.Forward == nil:
+			return "this server is not a member of a cluster: it takes no forward link"
+		case !host.HasServerRole(state.PeerCertificates[0]):
+			return fmt.Sprintf("a forward link needs a certificate with the server role (restpipe pki issue --role server); that of %q has none", name)
+		}
+		return ""
+	})
 	if err != nil {
 		return nil, fmt.Errorf("hello from %s: %w", name, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return newSession(&s.cfg.Config, s.ymx, tc, true, name, hello, &s.draining)
+	sess, err := newSession(&s.cfg.Config, s.ymx, tc, true, name, hello, &s.draining)
+	if err == nil && sess.forward {
+		sess.handler = s.cfg.Forward
+	}
+	return sess, err
 }
 
-// Sessions returns the live sessions, sorted by peer name.
+// serveForward serves a forward link from another server of the cluster:
+// not registered, not observed, logged.
+func (s *Server) serveForward(sess *Session) {
+	s.log.Info("forward link up", "server", sess.peer, "remote", sess.remote, "software", sess.software)
+	sess.serve()
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.log.Info("forward link down", "server", sess.peer, "remote", sess.remote, "error", sess.Err(), "after", time.Since(sess.since).Round(time.Millisecond))
+}
+
+// Sessions returns the live sessions of clients, sorted by peer name.
 func (s *Server) Sessions() []*Session { return s.cfg.Registry.Sessions() }
+
+// Forwards returns the forward links other servers opened to this one,
+// sorted by peer name.
+func (s *Server) Forwards() []*Session {
+	s.mu.Lock()
+	var out []*Session
+	for sess := range s.sessions {
+		if sess.forward {
+			out = append(out, sess)
+		}
+	}
+	s.mu.Unlock()
+	sortSessions(out)
+	return out
+}
+
+// CloseListeners stops accepting connections (Serve returns
+// ErrServerClosed once Close is called); links already up are untouched.
+// A draining member of a cluster calls it, so that its clients relink to
+// another server rather than to this one.
+func (s *Server) CloseListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noAccept = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// EvictIdle ends, for cause, every client link that has no event in flight
+// either way, and returns how many client links are left. A draining
+// member of a cluster calls it until none is left, so that its clients
+// relink to the other servers as soon as their events are done. Forward
+// links are left alone.
+func (s *Server) EvictIdle(cause error) int {
+	s.mu.Lock()
+	var idle []*Session
+	left := 0
+	for sess := range s.sessions {
+		if sess.forward || sess.mux.IsClosed() {
+			continue
+		}
+		st := sess.Stats()
+		if st.EventsIn == 0 && st.EventsOut == 0 {
+			idle = append(idle, sess)
+		} else {
+			left++
+		}
+	}
+	s.mu.Unlock()
+	for _, sess := range idle {
+		sess.shutdown(cause)
+	}
+	return left
+}
 
 // Links returns how many clients are linked: len(Sessions()), without
 // building the sorted list.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
+	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/proto/frame"
@@ -42,6 +43,17 @@ type Session struct {
 	// maxStreams is how many streams the peer may hold open (more, and
 	// the link closes), peerStreams how many this side may.
 	maxStreams, peerStreams int
+	// forward marks a server-to-server link of a cluster (Hello.forward),
+	// on both its ends; peerServer says the peer's certificate has the
+	// server role (host.HasServerRole), so it may state who an event came
+	// from (Request.caller).
+	forward, peerServer bool
+	// handler answers the peer's events: the configured Handler, or on
+	// the accepting end of a forward link the server's forward handler.
+	handler host.Handler
+	// warnLimit bounds the warnings about a peer's refused events; shared
+	// by the sessions of one Server or Client.
+	warnLimit *rate.Limiter
 
 	mux  *yamux.Session
 	conn *muxConn // under mux
@@ -80,7 +92,15 @@ type Session struct {
 // caller must run serve.
 func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer string, h hello, draining *atomic.Bool) (*Session, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
+	var peerServer bool
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		peerServer = host.HasServerRole(certs[0])
+	}
 	s := &Session{
+		forward:     h.forward,
+		peerServer:  peerServer,
+		handler:     cfg.Handler,
+		warnLimit:   ymx.warnLimit(),
 		draining:    draining,
 		idle:        make(chan struct{}, 1),
 		cfg:         cfg,
@@ -186,6 +206,14 @@ func (s *Session) Stats() SessionStats {
 // RTT returns the round-trip time the last keepalive ping measured, or the
 // hello's before the first ping.
 func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// Forward reports whether this is a server-to-server link of a cluster.
+func (s *Session) Forward() bool { return s.forward }
+
+// Evict starts ending the session for cause, without waiting: every event
+// in flight on it fails with link_lost, and its owner logs cause as why
+// the link went down. Safe to call from anywhere, any number of times.
+func (s *Session) Evict(cause error) { s.shutdown(cause) }
 
 // Close ends the session: every event in flight on it fails with link_lost.
 // It waits until the session's goroutines are done, so it must not be

@@ -119,7 +119,7 @@ func New(node host.Node, opts Options) *Metrics {
 		}, []string{"route", "peer", "outcome"}),
 		eventSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "restpipe_event_duration_seconds", ConstLabels: constLabels,
-			Help:    "Time to the reply's header, by hop: gateway (the whole event, seen by the local caller), link (sent to the peer, answered), plugin (a handler plugin's call).",
+			Help:    "Time to the reply's header, by hop: gateway (the whole event, seen by the local caller), link (sent to the peer, answered), forward (sent to another server of a cluster, answered), plugin (a handler plugin's call).",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"hop", "outcome"}),
 		gatewayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -26,6 +26,10 @@ type Identity struct {
 
 	// Name is the node name Leaf proves (see host.CertName).
 	Name string
+
+	// ServerRole reports whether Leaf carries the server role
+	// (host.HasServerRole), which a cluster's servers need.
+	ServerRole bool
 }
 
 // Files names the PEM files an Identity is loaded from.
@@ -121,10 +125,11 @@ func newIdentity(caPEM, certPEM, keyPEM []byte, now time.Time, src Files) (*Iden
 		ders[i] = c.Raw
 	}
 	return &Identity{
-		Cert:  tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf},
-		Leaf:  leaf,
-		Roots: roots,
-		Name:  name,
+		Cert:       tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf},
+		Leaf:       leaf,
+		Roots:      roots,
+		Name:       name,
+		ServerRole: host.HasServerRole(leaf),
 	}, nil
 }
 

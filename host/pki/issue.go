@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,6 +23,13 @@ type LeafOptions struct {
 	// Validity is how long the certificate is valid from NotBefore; default
 	// DefaultLeafValidity.
 	Validity time.Duration
+
+	// ServerRole marks the certificate as a server's with a URI SAN,
+	// host.ServerRoleURI (`restpipe pki issue --role server`): in a
+	// cluster only such a certificate may join it, forward events between
+	// servers, or state on a link which node an event came from. A single
+	// server needs no role. Never give it to a client node.
+	ServerRole bool
 
 	// NotBefore is when the certificate becomes valid; default one minute
 	// before the CA's current time. Tests set it in the past, with a short
@@ -72,6 +80,13 @@ func (ca *CA) Issue(name string, hosts []string, opts LeafOptions) (certPEM, key
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 	}
+	if opts.ServerRole {
+		role, err := url.Parse(host.ServerRoleURI)
+		if err != nil {
+			return nil, nil, fmt.Errorf("issue certificate for %q: %w", name, err)
+		}
+		tmpl.URIs = []*url.URL{role}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("issue certificate for %q: sign: %w", name, err)
@@ -87,7 +102,12 @@ func (ca *CA) Issue(name string, hosts []string, opts LeafOptions) (certPEM, key
 // returns it ready for a tls.Config, with Leaf set. It serves tests and
 // `restpipe dev`, which keep their PKI in memory.
 func (ca *CA) IssueTLS(name string, hosts ...string) (tls.Certificate, error) {
-	certPEM, keyPEM, err := ca.Issue(name, hosts, LeafOptions{})
+	return ca.IssueTLSWith(name, hosts, LeafOptions{})
+}
+
+// IssueTLSWith is IssueTLS with options (such as the server role).
+func (ca *CA) IssueTLSWith(name string, hosts []string, opts LeafOptions) (tls.Certificate, error) {
+	certPEM, keyPEM, err := ca.Issue(name, hosts, opts)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

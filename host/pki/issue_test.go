@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/restpipe/restpipe/host"
 )
 
 // initTestCA creates a CA in a new directory and returns the directory.
@@ -175,5 +177,35 @@ func TestIssueUniqueSerials(t *testing.T) {
 	}
 	if a.Leaf.SerialNumber.Sign() <= 0 || a.Leaf.SerialNumber.BitLen() > 128 {
 		t.Errorf("serial %v is not a positive 128-bit number", a.Leaf.SerialNumber)
+	}
+}
+
+func TestIssueServerRole(t *testing.T) {
+	dir := initTestCA(t)
+	for _, tc := range []struct {
+		name string
+		role bool
+	}{{"plain", false}, {"srv-1", true}} {
+		certFile, keyFile, err := IssueFiles(dir, tc.name, nil, LeafOptions{ServerRole: tc.role})
+		if err != nil {
+			t.Fatalf("IssueFiles(%s): %v", tc.name, err)
+		}
+		id, err := LoadIdentity(Files{CA: filepath.Join(dir, "ca.crt"), Cert: certFile, Key: keyFile})
+		if err != nil {
+			t.Fatalf("LoadIdentity(%s): %v", tc.name, err)
+		}
+		if id.ServerRole != tc.role || host.HasServerRole(id.Leaf) != tc.role {
+			t.Errorf("%s: ServerRole = %v, HasServerRole = %v, want %v", tc.name, id.ServerRole, host.HasServerRole(id.Leaf), tc.role)
+		}
+		if got, want := len(id.Leaf.URIs), map[bool]int{false: 0, true: 1}[tc.role]; got != want {
+			t.Errorf("%s: %d URI SANs, want %d", tc.name, got, want)
+		}
+		// The role changes nothing else: the name and both usages stay.
+		if id.Name != tc.name {
+			t.Errorf("%s: name %q", tc.name, id.Name)
+		}
+	}
+	if host.HasServerRole(nil) {
+		t.Error("HasServerRole(nil) = true")
 	}
 }

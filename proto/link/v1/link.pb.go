@@ -33,7 +33,15 @@ type Hello struct {
 	ProtocolVersion uint32 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// min_protocol_version is the oldest one it still speaks.
 	MinProtocolVersion uint32 `protobuf:"varint,2,opt,name=min_protocol_version,json=minProtocolVersion,proto3" json:"min_protocol_version,omitempty"`
-	// software names the client's build, for the server's logs.
+	// forward asks for a server-to-server link of a cluster (SPEC §8): the
+	// dialling server forwards events for the server's clients on it
+	// (Request.target). The server takes such a link only from a certificate
+	// with the server role (host.ServerRoleURI), and only when it is a
+	// member of a cluster; otherwise it refuses it (Welcome.refusal). A
+	// forward link is never registered as a client.
+	Forward bool `protobuf:"varint,5,opt,name=forward,proto3" json:"forward,omitempty"`
+	// software names the client's build, for the server's logs. (It stays
+	// the last field here: proto_test edits the file after it.)
 	Software      string `protobuf:"bytes,3,opt,name=software,proto3" json:"software,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -81,6 +89,13 @@ func (x *Hello) GetMinProtocolVersion() uint32 {
 		return x.MinProtocolVersion
 	}
 	return 0
+}
+
+func (x *Hello) GetForward() bool {
+	if x != nil {
+		return x.Forward
+	}
+	return false
 }
 
 func (x *Hello) GetSoftware() string {
@@ -368,7 +383,23 @@ type Request struct {
 	TimeoutMs int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	// seq numbers the events of one stream, from 1: a stream is reused for a
 	// later event once the previous one is complete.
-	Seq           uint32 `protobuf:"varint,9,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint32 `protobuf:"varint,9,opt,name=seq,proto3" json:"seq,omitempty"`
+	// target is the client the event is for, on a forward link (Hello.forward)
+	// only: the receiving server delivers it to that client's link. An event
+	// carrying a target on any other link is refused with forbidden.
+	Target string `protobuf:"bytes,10,opt,name=target,proto3" json:"target,omitempty"`
+	// caller is the name of the node whose gateway took the event, when the
+	// sender is a server relaying it for another (the first server's link
+	// verified that name in the caller's certificate). It is believed only
+	// from a peer whose certificate has the server role; from any other peer
+	// an event whose caller is not the peer's own name is refused with
+	// forbidden. The receiving node's policy is checked against it.
+	Caller string `protobuf:"bytes,11,opt,name=caller,proto3" json:"caller,omitempty"`
+	// hops counts the forward links the event crossed before this one (0
+	// from the server whose gateway took it): a server that does not hold
+	// the target relays an event once at most, and then answers
+	// peer_unavailable (Error.not_delivered).
+	Hops          uint32 `protobuf:"varint,12,opt,name=hops,proto3" json:"hops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -462,6 +493,27 @@ func (x *Request) GetTimeoutMs() int64 {
 func (x *Request) GetSeq() uint32 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *Request) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Request) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *Request) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
 	}
 	return 0
 }
@@ -655,11 +707,15 @@ func (x *Reply) GetError() *Error {
 
 // Error is an event's failure of a stable kind (host.Kind).
 type Error struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Exception     *Exception             `protobuf:"bytes,3,opt,name=exception,proto3" json:"exception,omitempty"`
-	RetryAfterMs  int64                  `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Kind         string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Message      string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Exception    *Exception             `protobuf:"bytes,3,opt,name=exception,proto3" json:"exception,omitempty"`
+	RetryAfterMs int64                  `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// not_delivered, on a forward link only, says no handler saw the event
+	// and nothing of its body was read: the sender may send it again, to
+	// another server.
+	NotDelivered  bool `protobuf:"varint,5,opt,name=not_delivered,json=notDelivered,proto3" json:"not_delivered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,6 +776,13 @@ func (x *Error) GetRetryAfterMs() int64 {
 		return x.RetryAfterMs
 	}
 	return 0
+}
+
+func (x *Error) GetNotDelivered() bool {
+	if x != nil {
+		return x.NotDelivered
+	}
+	return false
 }
 
 // Exception is RestPipe's exception object.
@@ -833,10 +896,11 @@ var File_link_v1_link_proto protoreflect.FileDescriptor
 
 const file_link_v1_link_proto_rawDesc = "" +
 	"\n" +
-	"\x12link/v1/link.proto\x12\x10restpipe.link.v1\"\x80\x01\n" +
+	"\x12link/v1/link.proto\x12\x10restpipe.link.v1\"\x9a\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x120\n" +
-	"\x14min_protocol_version\x18\x02 \x01(\rR\x12minProtocolVersion\x12\x1a\n" +
+	"\x14min_protocol_version\x18\x02 \x01(\rR\x12minProtocolVersion\x12\x18\n" +
+	"\aforward\x18\x05 \x01(\bR\aforward\x12\x1a\n" +
 	"\bsoftware\x18\x03 \x01(\tR\bsoftware\"j\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1a\n" +
@@ -852,7 +916,7 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"\fStreamHeader\x125\n" +
 	"\arequest\x18\x01 \x01(\v2\x19.restpipe.link.v1.RequestH\x00R\arequest\x122\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x18.restpipe.link.v1.CancelH\x00R\x06cancelB\x06\n" +
-	"\x04kind\"\xd6\x02\n" +
+	"\x04kind\"\x9a\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04verb\x18\x02 \x01(\tR\x04verb\x12\x12\n" +
@@ -863,7 +927,11 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"\tbody_size\x18\a \x01(\x03R\bbodySize\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\b \x01(\x03R\ttimeoutMs\x12\x10\n" +
-	"\x03seq\x18\t \x01(\rR\x03seq\x1aR\n" +
+	"\x03seq\x18\t \x01(\rR\x03seq\x12\x16\n" +
+	"\x06target\x18\n" +
+	" \x01(\tR\x06target\x12\x16\n" +
+	"\x06caller\x18\v \x01(\tR\x06caller\x12\x12\n" +
+	"\x04hops\x18\f \x01(\rR\x04hops\x1aR\n" +
 	"\n" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
@@ -880,12 +948,13 @@ const file_link_v1_link_proto_rawDesc = "" +
 	"returnCode\x12!\n" +
 	"\fcontent_type\x18\x03 \x01(\tR\vcontentType\x12\x1b\n" +
 	"\tbody_size\x18\x04 \x01(\x03R\bbodySize\x12-\n" +
-	"\x05error\x18\x05 \x01(\v2\x17.restpipe.link.v1.ErrorR\x05error\"\x96\x01\n" +
+	"\x05error\x18\x05 \x01(\v2\x17.restpipe.link.v1.ErrorR\x05error\"\xbb\x01\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
 	"\texception\x18\x03 \x01(\v2\x1b.restpipe.link.v1.ExceptionR\texception\x12$\n" +
-	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\"Y\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\x12#\n" +
+	"\rnot_delivered\x18\x05 \x01(\bR\fnotDelivered\"Y\n" +
 	"\tException\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x14\n" +
 	"\x05class\x18\x02 \x01(\tR\x05class\x12\x1c\n" +
