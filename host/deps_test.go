@@ -10,7 +10,8 @@ const module = "github.com/restpipe/restpipe"
 
 // TestDependencyRules enforces the architecture on every non-test import:
 //
-//   - host itself is vocabulary: it imports nothing else of the module;
+//   - host itself is vocabulary: it imports nothing else of the module but
+//     proto/route, the route grammar it shares with the plugin SDK;
 //   - a component under host/ never imports a sibling component (they talk
 //     through host's types and interfaces they declare themselves; only
 //     cmd/restpipe knows them all);
@@ -44,7 +45,7 @@ func checkImport(pkg, imp string) string {
 	rel := strings.TrimPrefix(imp, module+"/")
 	switch {
 	case pkg == "host":
-		if internal {
+		if internal && rel != "proto/route" {
 			return "host is vocabulary and imports nothing of the module"
 		}
 	case strings.HasPrefix(pkg, "host/"):
@@ -78,6 +79,7 @@ func TestCheckImport(t *testing.T) {
 	}{
 		{"host", "context", true},
 		{"host", module + "/proto/link/v1", false},
+		{"host", module + "/proto/route", true},
 		{"host/link", module + "/host", true},
 		{"host/link", module + "/proto/link/v1", true},
 		{"host/link", module + "/host/pki", false},

@@ -38,26 +38,42 @@ type kindInfo struct {
 	code   int // X-Event-Return-Code
 }
 
-// kinds is the one table mapping every kind to its HTTP status and return
-// code. The gateway, the Go client and the docs all read it from here.
-var kinds = map[Kind]kindInfo{
-	KindBadRequest:        {400, 250},
-	KindNoRoute:           {404, 255},
-	KindHandlerFailed:     {500, 251},
-	KindPluginUnavailable: {502, 252},
-	KindLinkLost:          {502, 253},
-	KindPeerUnavailable:   {503, 254},
-	KindOverloaded:        {503, 249},
-	KindTimeout:           {504, 248},
-	KindTooLarge:          {413, 247},
-	KindForbidden:         {403, 245},
-	KindCanceled:          {499, 246},
+// kindTable is the one table of every kind with its HTTP status and
+// return code, in the SPEC's order. The gateway, the Go client and the
+// docs all read it from here (Kinds, Status, ReturnCode).
+var kindTable = []struct {
+	kind Kind
+	kindInfo
+}{
+	{KindBadRequest, kindInfo{400, 250}},
+	{KindNoRoute, kindInfo{404, 255}},
+	{KindHandlerFailed, kindInfo{500, 251}},
+	{KindPluginUnavailable, kindInfo{502, 252}},
+	{KindLinkLost, kindInfo{502, 253}},
+	{KindPeerUnavailable, kindInfo{503, 254}},
+	{KindOverloaded, kindInfo{503, 249}},
+	{KindTimeout, kindInfo{504, 248}},
+	{KindTooLarge, kindInfo{413, 247}},
+	{KindForbidden, kindInfo{403, 245}},
+	{KindCanceled, kindInfo{499, 246}},
 }
+
+// kinds indexes kindTable.
+var kinds = func() map[Kind]kindInfo {
+	m := make(map[Kind]kindInfo, len(kindTable))
+	for _, k := range kindTable {
+		m[k.kind] = k.kindInfo
+	}
+	return m
+}()
 
 // Kinds returns every kind in the table, in the SPEC's order.
 func Kinds() []Kind {
-	return []Kind{KindBadRequest, KindNoRoute, KindHandlerFailed, KindPluginUnavailable,
-		KindLinkLost, KindPeerUnavailable, KindOverloaded, KindTimeout, KindTooLarge, KindForbidden, KindCanceled}
+	ks := make([]Kind, len(kindTable))
+	for i, k := range kindTable {
+		ks[i] = k.kind
+	}
+	return ks
 }
 
 // Known reports whether k is in the error table.

@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
+
+	"github.com/restpipe/restpipe/proto/route"
 )
 
 // Verbs are the event verbs, the lower-case HTTP methods a gateway accepts.
-// HEAD is delivered as "get" and its reply body dropped.
-var Verbs = []string{"get", "post", "put", "patch", "delete"}
+// HEAD is delivered as "get" and its reply body dropped. (The route
+// grammar is proto/route's, which the plugin SDK shares.)
+var Verbs = route.Verbs
 
 // Role is the part a node plays on the link.
 type Role string
@@ -86,39 +88,14 @@ func (e *Event) Route() string { return RouteName(e.Verb, e.Noun) }
 // RouteName returns RestPipe's route name for a verb and a noun: the verb, an
 // underscore, and the noun with '/' turned into '_' ("get", "time/utc" gives
 // "get_time_utc").
-func RouteName(verb, noun string) string {
-	return verb + "_" + strings.ReplaceAll(noun, "/", "_")
-}
+func RouteName(verb, noun string) string { return route.Name(verb, noun) }
 
 // CheckVerb returns nil if verb is one of Verbs.
-func CheckVerb(verb string) error {
-	for _, v := range Verbs {
-		if v == verb {
-			return nil
-		}
-	}
-	return fmt.Errorf("verb %q is not one of %s", verb, strings.Join(Verbs, ", "))
-}
+func CheckVerb(verb string) error { return route.CheckVerb(verb) }
 
 // CheckNoun returns nil if noun is one or more '/'-separated segments, each
 // made of ASCII letters, digits, '-' and '_'.
-func CheckNoun(noun string) error {
-	if noun == "" {
-		return fmt.Errorf("empty noun")
-	}
-	for _, seg := range strings.Split(noun, "/") {
-		if seg == "" {
-			return fmt.Errorf("noun %q has an empty segment", noun)
-		}
-		for i := 0; i < len(seg); i++ {
-			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("noun %q: segment %q may hold only letters, digits, '-' and '_'", noun, seg)
-			}
-		}
-	}
-	return nil
-}
+func CheckNoun(noun string) error { return route.CheckNoun(noun) }
 
 // CheckStatus returns nil for a status a reply may carry: 0 (meaning 200)
 // or a final HTTP status, 200 to 599. Nodes check every reply that crosses

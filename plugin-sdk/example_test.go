@@ -43,7 +43,7 @@ func ExamplePlugin_Handle() {
 	fmt.Println(p.Err())
 	// Output:
 	// [get_hello put_clock_alarm]
-	// route get "clock alarm": a noun segment may hold only letters, digits, '-' and '_'
+	// route get "clock alarm": noun "clock alarm": segment "clock alarm" may hold only letters, digits, '-' and '_'
 	// route get_hello registered twice (get hello and get hello)
 }
 
@@ -58,7 +58,7 @@ func ExampleJSON() {
 	fmt.Println(rep.ContentType, rep.Size)
 	fmt.Println(string(b))
 	// Output:
-	// application/json 36
+	// application/json 37
 	// {"result_from_client":"hello world"}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/restpipe/restpipe/plugin-sdk/eventpath"
 	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
+	protoroute "github.com/restpipe/restpipe/proto/route"
 )
 
 // HandlerFunc answers one event. It must return once ctx is done.
@@ -33,14 +33,13 @@ func (c Config) Get(key, def string) string {
 	return def
 }
 
-// Verbs are the verbs a route may have.
-var Verbs = []string{"get", "post", "put", "patch", "delete"}
+// Verbs are the verbs a route may have (proto/route's, which the node
+// shares).
+var Verbs = protoroute.Verbs
 
 // RouteName returns the route name of a verb and a noun: "get", "time/utc"
 // gives "get_time_utc".
-func RouteName(verb, noun string) string {
-	return verb + "_" + strings.ReplaceAll(noun, "/", "_")
-}
+func RouteName(verb, noun string) string { return protoroute.Name(verb, noun) }
 
 // Plugin is a handler plugin under construction: register its handlers,
 // then call Serve. Register everything before Serve; a Plugin is not safe
@@ -94,25 +93,11 @@ func (p *Plugin) Handle(verb, noun string, h HandlerFunc) {
 
 // checkRoute validates a verb and a noun.
 func checkRoute(verb, noun string) error {
-	ok := false
-	for _, v := range Verbs {
-		ok = ok || v == verb
+	if err := protoroute.CheckVerb(verb); err != nil {
+		return fmt.Errorf("route %q %q: %w", verb, noun, err)
 	}
-	if !ok {
-		return fmt.Errorf("route %q %q: verb must be one of %s", verb, noun, strings.Join(Verbs, ", "))
-	}
-	if noun == "" {
-		return fmt.Errorf("route %q: empty noun", verb)
-	}
-	for _, seg := range strings.Split(noun, "/") {
-		if seg == "" {
-			return fmt.Errorf("route %s %q: empty noun segment", verb, noun)
-		}
-		for _, c := range seg {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("route %s %q: a noun segment may hold only letters, digits, '-' and '_'", verb, noun)
-			}
-		}
+	if err := protoroute.CheckNoun(noun); err != nil {
+		return fmt.Errorf("route %s %q: %w", verb, noun, err)
 	}
 	return nil
 }

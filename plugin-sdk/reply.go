@@ -29,15 +29,16 @@ type Reply struct {
 	exc *Exception // set by JSON when the reply could not be built
 }
 
-// JSON returns a 200 reply whose body is v encoded as JSON, the usual way
-// to answer. If v cannot be encoded, the event fails as if the handler had
+// JSON returns a 200 reply whose body is v encoded as JSON and a newline
+// (as the gateway's own error bodies end), the usual way to answer. If v
+// cannot be encoded, the event fails as if the handler had
 // returned the encoding error.
 func JSON(v any) *Reply {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return &Reply{exc: &Exception{Message: "encode reply: " + err.Error(), Class: className(err)}}
 	}
-	return Bytes("application/json", b)
+	return Bytes("application/json", append(b, '\n'))
 }
 
 // Bytes returns a 200 reply with body b of the given content type.

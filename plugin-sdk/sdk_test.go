@@ -36,13 +36,13 @@ func TestRegistration(t *testing.T) {
 			p.Handle("delete", "a-b/c_d/E9", ok)
 		}, ""},
 		{"no route", func(*pluginsdk.Plugin) {}, "registers no route"},
-		{"head", func(p *pluginsdk.Plugin) { p.Handle("head", "time", ok) }, "verb must be one of"},
-		{"upper-case verb", func(p *pluginsdk.Plugin) { p.Handle("GET", "time", ok) }, "verb must be one of"},
-		{"empty verb", func(p *pluginsdk.Plugin) { p.Handle("", "time", ok) }, "verb must be one of"},
+		{"head", func(p *pluginsdk.Plugin) { p.Handle("head", "time", ok) }, "is not one of get, post"},
+		{"upper-case verb", func(p *pluginsdk.Plugin) { p.Handle("GET", "time", ok) }, "is not one of get, post"},
+		{"empty verb", func(p *pluginsdk.Plugin) { p.Handle("", "time", ok) }, "is not one of get, post"},
 		{"empty noun", func(p *pluginsdk.Plugin) { p.Handle("get", "", ok) }, "empty noun"},
-		{"leading slash", func(p *pluginsdk.Plugin) { p.Handle("get", "/time", ok) }, "empty noun segment"},
-		{"trailing slash", func(p *pluginsdk.Plugin) { p.Handle("get", "time/", ok) }, "empty noun segment"},
-		{"double slash", func(p *pluginsdk.Plugin) { p.Handle("get", "time//utc", ok) }, "empty noun segment"},
+		{"leading slash", func(p *pluginsdk.Plugin) { p.Handle("get", "/time", ok) }, "has an empty segment"},
+		{"trailing slash", func(p *pluginsdk.Plugin) { p.Handle("get", "time/", ok) }, "has an empty segment"},
+		{"double slash", func(p *pluginsdk.Plugin) { p.Handle("get", "time//utc", ok) }, "has an empty segment"},
 		{"space", func(p *pluginsdk.Plugin) { p.Handle("get", "ti me", ok) }, "only letters, digits"},
 		{"dot", func(p *pluginsdk.Plugin) { p.Handle("get", "time.utc", ok) }, "only letters, digits"},
 		{"non-ASCII", func(p *pluginsdk.Plugin) { p.Handle("get", "zeït", ok) }, "only letters, digits"},
@@ -585,7 +585,7 @@ func TestDecodeJSONThroughHarness(t *testing.T) {
 	})
 	resp := call(t, h, pluginsdktest.Request{Verb: "post", Noun: "sum", ContentType: "application/json",
 		Body: strings.NewReader("[1, 2, 39]"), Size: 10})
-	if string(resp.Body) != `{"sum":42}` || resp.ContentType != "application/json" {
+	if string(resp.Body) != "{\"sum\":42}\n" || resp.ContentType != "application/json" {
 		t.Errorf("post_sum [1, 2, 39] = %q %s, want application/json {\"sum\":42}", resp.ContentType, resp.Body)
 	}
 }

@@ -8,14 +8,21 @@
 //   - restpipe.cluster.v1 (cluster/v1, Go package clusterv1): what the
 //     servers of a cluster tell each other through NATS.
 //
-// The generated *.pb.go files are committed next to their .proto sources.
-// After editing a .proto file, regenerate them from the module root with
+// proto is a Go module of its own (github.com/restpipe/restpipe/proto),
+// with proto/frame, the framing of every restpipe stream: the plugin SDK
+// needs these packages, and a plugin needs nothing else of the daemon's
+// module. The code generators internal/gen runs are pinned by this
+// module's tool directives.
 //
-//	go tool task proto
+// The generated *.pb.go files are committed next to their .proto sources.
+// After editing a .proto file, regenerate them from the repository's root
+// with
+//
+//	go tool -modfile=cmd/task.mod task proto
 //
 // or directly with
 //
-//	go run ./proto/internal/gen
+//	go -C proto run ./internal/gen
 //
 // which needs only the Go toolchain: no protoc and no installed plugins (see
 // proto/internal/gen). The tests in this directory fail when a committed file

@@ -17,7 +17,7 @@ import (
 )
 
 // regenerate is the advice given with every stale-code report.
-const regenerate = "regenerate with: go run ./proto/internal/gen (from the module root)"
+const regenerate = "regenerate with: go -C proto run ./internal/gen (from the repository root)"
 
 // binDir holds the generator binary, built at most once per test run.
 var binDir string
@@ -72,7 +72,7 @@ func mustGenerate(tb testing.TB, args ...string) {
 func TestGeneratedCodeUpToDate(t *testing.T) {
 	t.Parallel()
 	out := t.TempDir()
-	// The source root is left to its default, proto/ in the module root,
+	// The source root is left to its default, the proto module's root,
 	// which is this directory.
 	mustGenerate(t, "-out", out)
 	problems, err := compareTrees(".", out)

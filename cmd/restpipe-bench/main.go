@@ -3,7 +3,7 @@
 //
 //	go run ./cmd/restpipe-bench [--rounds 3] [--duration 5s] [--only a,b,...]
 //	                            [--clients 10000] [--large-mb 256]
-//	go tool task bench -- --only a,b
+//	go tool -modfile=cmd/task.mod task bench -- --only a,b
 //
 // Every part runs as its own process on loopback, on ports the kernel picks:
 // a restpipe server node and client nodes (real binaries built from this

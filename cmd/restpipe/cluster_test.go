@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 	"github.com/restpipe/restpipe/host/pki"
 )
 
@@ -42,22 +41,7 @@ type testNode struct {
 }
 
 // syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = hosttest.LogBuffer
 
 // clusterOpts adjusts every node's configuration.
 type clusterOpts struct {
@@ -299,16 +283,7 @@ func wantError(t testing.TB, r *reply, kind host.Kind) map[string]any {
 }
 
 // waitFor polls cond until it holds or within passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = hosttest.WaitFor
 
 // logHas reports whether one line of log holds every part.
 func logHas(log string, parts ...string) bool {

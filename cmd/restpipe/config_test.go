@@ -358,7 +358,7 @@ plugin "files" {
 	}
 }
 
-// TestVersionLdflags builds restpipe as `go tool task build` does and checks
+// TestVersionLdflags builds restpipe as `go tool -modfile=cmd/task.mod task build` does and checks
 // that `restpipe version` reports the version and commit it was given.
 func TestVersionLdflags(t *testing.T) {
 	t.Parallel()

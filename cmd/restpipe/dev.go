@@ -138,7 +138,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 				_ = n.plugins.WaitStarted(waitCtx)
 			}
 		}
-		fmt.Fprint(stdout, devBanner(srv, cl))
+		fmt.Fprint(stdout, devBanner(srv, cl, pluginsDir))
 	}
 	cancel()
 	wg.Wait()
@@ -146,7 +146,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 }
 
 // devBanner is what the demo prints: where things are and what to try.
-func devBanner(srv, cl *node) string {
+func devBanner(srv, cl *node, pluginsDir string) string {
 	s, c := curlBase(srv.httpAddr()), curlBase(cl.httpAddr())
 	var b strings.Builder
 	fmt.Fprintf(&b, `
@@ -170,9 +170,24 @@ A node's own handlers, its state, a deadline:
   curl %s/status
   curl -H 'X-Event-Timeout: 1s' '%s/server/echo?sleep=3s'
 
+The status pages: %s/ui/ (server) and %s/ui/ (client).
+
+Both nodes run the plugins in %s:
+drop a plugin binary there and it is live within 2 seconds (README,
+"Writing a plugin"), for example
+  go build -o %s/shout ./shout
+
 Press Ctrl-C to stop.
-`, srv.linkAddr(), c, c, c, c, c, s, s, s, c, s, c)
+`, srv.linkAddr(), c, c, c, c, c, s, s, s, c, s, c, uiBase(s), uiBase(c), pluginsDir, pluginsDir)
 	return b.String()
+}
+
+// uiBase is where a browser finds a gateway: a Unix socket has no URL.
+func uiBase(curl string) string {
+	if strings.HasPrefix(curl, "--unix-socket") {
+		return "(curl " + curl + ")"
+	}
+	return curl
 }
 
 // curlBase is how curl reaches a gateway address.

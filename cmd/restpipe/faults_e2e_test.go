@@ -21,11 +21,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -35,7 +33,6 @@ import (
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/link"
-	"github.com/restpipe/restpipe/host/plugins"
 )
 
 // TestFaultServerKilledUnderLoad kills the server process with SIGKILL while
@@ -564,104 +561,6 @@ func TestFaultSlowReaderBoundedMemory(t *testing.T) {
 		float64(size-slowRead)/(1<<20), ms(fastTook), strings.Join(report, ", "))
 }
 
-// TestFaultPluginCrashStorm crashes the misbehave plugin over and over (its
-// crash route exits mid-event) while events flow to it, to the time plugin
-// and to the echo plugin. Each caller gets its reply, or plugin_unavailable
-// (or overloaded) for misbehave's routes; the time and echo plugins never
-// fail; the node restarts misbehave with backoff and then quarantines it,
-// as /status shows, and the link never drops.
-func TestFaultPluginCrashStorm(t *testing.T) {
-	t.Parallel()
-	c := startCluster(t, clusterOpts{plugins: []string{"time", "echo", "misbehave"}}, "c1")
-	cl := c.clients["c1"]
-	srvHTTP := c.server.httpAddr()
-	call := newCaller(t, 5*time.Second, true)
-	pu, ov := string(host.KindPluginUnavailable), string(host.KindOverloaded)
-	flows := []struct {
-		name    string
-		workers int
-		send    func() outcome
-		allowed []string
-	}{
-		{"crash", 1, func() outcome { return call.send("crash", "GET", cl.url("/server/misbehave/crash"), nil, neverOK) }, []string{pu, ov}},
-		{"misbehave/ok", 2, func() outcome {
-			return call.send("misbehave/ok", "GET", cl.url("/server/misbehave/ok"), nil, hasKey("pid"))
-		}, []string{classOK, pu, ov}},
-		{"time", 2, func() outcome {
-			return call.send("time", "GET", cl.url("/server/time"), nil, hasKey("time_from_server"))
-		}, []string{classOK}},
-		{"echo", 2, func() outcome { return call.echo("echo", cl.url("/server"), "server", "") }, []string{classOK}},
-	}
-	var out tally
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	start := time.Now()
-	for _, f := range flows {
-		for range f.workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					out.add(f.send())
-					time.Sleep(20 * time.Millisecond) // pacing: a storm, not a busy loop
-				}
-			}()
-		}
-	}
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(stopLoad)
-
-	waitFor(t, 60*time.Second, "misbehave to be quarantined", func() bool {
-		return pluginStatus(t, srvHTTP, "misbehave").State == plugins.StateQuarantined
-	})
-	quarantined := time.Now()
-	if soak() {
-		time.Sleep(30 * time.Second) // the soak: flows go on against the quarantined plugin
-	}
-	waitFor(t, 30*time.Second, "events in every flow after the quarantine", func() bool {
-		for _, f := range flows {
-			if out.count(func(o outcome) bool { return o.flow == f.name && o.start.After(quarantined) }) < 10 {
-				return false
-			}
-		}
-		return true
-	})
-	stopLoad()
-
-	outs := out.all()
-	noSilentLoss(t, outs)
-	for _, f := range flows {
-		for _, o := range outs {
-			if o.flow == f.name {
-				allow(t, o, "flow "+f.name+" during a crash storm", f.allowed...)
-			}
-		}
-	}
-	for _, o := range outs {
-		if (o.flow == "crash" || o.flow == "misbehave/ok") && o.start.After(quarantined) && !strings.Contains(o.detail, "quarantined") {
-			t.Errorf("%v: after the quarantine, want plugin_unavailable saying so", o)
-		}
-	}
-	st := pluginStatus(t, srvHTTP, "misbehave")
-	if st.State != plugins.StateQuarantined || st.Restarts < 1 || !strings.Contains(st.Error, "quarantined") {
-		t.Errorf("misbehave status = %+v, want quarantined after restarts, saying why", st)
-	}
-	for _, name := range []string{"time", "echo"} {
-		if s := pluginStatus(t, srvHTTP, name); s.State != plugins.StateRunning || s.Restarts != 0 {
-			t.Errorf("%s status = %+v, want running without restarts", name, s)
-		}
-	}
-	if logHas(cl.logs.String(), "link down") {
-		t.Error("the link dropped during the plugin crash storm")
-	}
-	t.Logf("misbehave quarantined %v after the storm began, after %d restarts; outcomes: %s", ms(quarantined.Sub(start)), st.Restarts, summary(outs))
-}
-
 // TestFaultReconnectLeaks links client c1 to an in-process server 100 times
 // in a row through a fault proxy, every way a link can end: the client node
 // stops and a new one starts, the TCP connection is cut, or it is reset in
@@ -761,121 +660,6 @@ func TestFaultReconnectLeaks(t *testing.T) {
 		"goroutines %d -> %d, file descriptors %d -> %d, server sessions %d, live session %+v (toxiproxy's own goroutines %d -> %d)",
 		n, ms(elapsed), ms(elapsed/time.Duration(n)), ms(percentile(gaps, 0.5)), ms(percentile(gaps, 1)), ways,
 		baseG, g, baseFD, fds, len(c.server.server.Sessions()), st, baseProxyG, proxyG)
-}
-
-// TestFaultGatewayConnectionFlood opens 2000 silent TCP connections to a
-// client node's gateway (within the descriptor limit, and its limit of 4096
-// connections served at once). The node keeps serving normal requests
-// meanwhile, closes each silent connection when its 10s header timeout
-// passes, and the test process is back to its baseline of goroutines and
-// file descriptors once they are gone.
-//
-// Not parallel: it counts the goroutines and descriptors of the whole test
-// process.
-func TestFaultGatewayConnectionFlood(t *testing.T) {
-	n := soakOr(2000, 4000)
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	// Each connection costs two descriptors here: the caller's end and the
-	// node's. Keep 512 for everything else.
-	if most := (int(lim.Cur) - openFDs(t) - 512) / 2; n > most {
-		t.Logf("RLIMIT_NOFILE is %d: opening %d connections instead of %d", lim.Cur, most, n)
-		n = most
-	}
-	if n < 100 {
-		t.Skipf("RLIMIT_NOFILE %d leaves room for only %d connections", lim.Cur, n)
-	}
-	c := startCluster(t, clusterOpts{plugins: []string{"echo"}}, "c1")
-	cl := c.clients["c1"]
-	call := newCaller(t, 5*time.Second, false)
-	var outs []outcome
-	normal := func(flow string) outcome {
-		switch flow {
-		case "/server/echo":
-			return call.echo(flow, cl.url("/server"), "server", "")
-		case "/local/echo":
-			return call.echo(flow, cl.url("/local"), "c1", "")
-		default:
-			return call.send(flow, "GET", cl.url("/healthz"), nil, hasKey("status"))
-		}
-	}
-	for _, f := range []string{"/server/echo", "/local/echo", "/healthz"} {
-		outs = append(outs, normal(f))
-	}
-	baseG := settled(ownGoroutines)
-	baseFD := settled(func() int { return c.ownFDs(t) })
-
-	conns := make([]net.Conn, 0, n)
-	closeAll := sync.OnceFunc(func() {
-		for _, conn := range conns {
-			conn.Close()
-		}
-	})
-	t.Cleanup(closeAll)
-	opened := time.Now()
-	for range n {
-		conn, err := net.DialTimeout("tcp", cl.httpAddr(), 5*time.Second)
-		if err != nil {
-			t.Fatalf("connection %d of %d: %v", len(conns)+1, n, err)
-		}
-		conns = append(conns, conn)
-	}
-	dialTook := time.Since(opened)
-	held := func() bool { return runtime.NumGoroutine() >= baseG+n*9/10 }
-	waitFor(t, 10*time.Second, "the gateway to hold the silent connections", held)
-
-	// Normal requests meanwhile, from four callers.
-	var during tally
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range soakOr(12, 60) {
-				during.add(normal([]string{"/server/echo", "/local/echo", "/healthz"}[(w+i)%3]))
-			}
-		}()
-	}
-	wg.Wait()
-	if !held() {
-		t.Errorf("the silent connections were gone before the normal requests finished (%v after they opened): the test proves nothing", time.Since(opened))
-	}
-	for _, o := range during.all() {
-		allow(t, o, "a normal request while silent connections are held", classOK)
-	}
-	outs = append(outs, during.all()...)
-
-	// The gateway closes each silent connection 10s after accepting it.
-	var first, last time.Duration
-	closed := 0
-	for i, conn := range conns {
-		_ = conn.SetReadDeadline(opened.Add(25 * time.Second))
-		_, err := conn.Read(make([]byte, 1))
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatalf("silent connection %d still open 25s after it was made", i+1)
-		}
-		closed++
-		if i == 0 {
-			first = time.Since(opened)
-		}
-	}
-	last = time.Since(opened)
-	if first < 9*time.Second {
-		t.Errorf("the first silent connection was closed %v after it opened, before the 10s header timeout", first)
-	}
-	closeAll()
-
-	noSilentLoss(t, outs)
-	g := waitBack(t, "goroutines", baseG, 5, ownGoroutines)
-	fds := waitBack(t, "open file descriptors", baseFD, 3, func() int { return c.ownFDs(t) })
-	ds := latencies(during.all())
-	t.Logf("%d silent connections opened in %v; %d normal requests meanwhile: p50 %v, p99 %v, max %v; the gateway closed them %v..%v after they opened (%d closed); "+
-		"goroutines %d -> %d, file descriptors %d -> %d",
-		n, ms(dialTook), len(ds), ms(percentile(ds, 0.5)), ms(percentile(ds, 0.99)), ms(percentile(ds, 1)),
-		ms(first), ms(last), closed, baseG, g, baseFD, fds)
 }
 
 // TestFaultLinkLostDuringUpload cuts the link while a local caller is still

@@ -21,6 +21,9 @@ func envName(flagName string) string {
 // command line from its environment variable, when that is set.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp // fs has printed the usage the user asked for
+		}
 		return errUsage // fs has printed the usage or the problem
 	}
 	if fs.NArg() > 0 {

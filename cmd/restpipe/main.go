@@ -37,7 +37,11 @@ func main() {
 }
 
 // errUsage marks a command line that could not be understood; it exits 2.
-var errUsage = errors.New("usage")
+// errHelp marks one that asked for the usage (-h, --help); it exits 0.
+var (
+	errUsage = errors.New("usage")
+	errHelp  = errors.New("help requested")
+)
 
 const usage = `restpipe: a durable mutual-TLS pipe for events between nodes
 
@@ -76,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 2
 	}
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		return 2

@@ -264,7 +264,7 @@ func findNginx(t testing.TB) string {
 			return p
 		}
 	}
-	t.Skip("nginx is not installed: apt-get install nginx-light; the test task installs it (go tool task deps)")
+	t.Skip("nginx is not installed: apt-get install nginx-light; the test task installs it (go tool -modfile=cmd/task.mod task deps)")
 	return ""
 }
 

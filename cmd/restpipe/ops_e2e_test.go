@@ -25,7 +25,7 @@ func TestPeerHooks(t *testing.T) {
 
 	want := `[{"error":"","kind":"connection_added","peer":"c1","peers":1},{"error":"","kind":"connection_added","peer":"c2","peers":2},{"error":"","kind":"connection_removed","peer":"c1","peers":1}]`
 	waitFor(t, 5*time.Second, "the server's plugin to see c1 leave", func() bool {
-		return string(do(t, "GET", c.server.url("/local/misbehave/peers"), nil).body) == want
+		return string(do(t, "GET", c.server.url("/local/misbehave/peers"), nil).body) == want+"\n" // JSON replies end with a newline
 	})
 	var got []map[string]any
 	r := do(t, "GET", c2.url("/local/misbehave/peers"), nil)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/restpipe/restpipe/host/hosttest"
 )
 
 // binDir holds the binaries built once for this test run.
@@ -28,6 +30,9 @@ var examplePlugins = []string{"time", "cat", "echo", "files"}
 func pluginBin(name string) string { return filepath.Join(binDir, "plugins", name) }
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(idleClientsEnv); spec != "" {
+		os.Exit(runIdleClients(spec))
+	}
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "restpipe-e2e-")
 		if err != nil {
@@ -36,20 +41,18 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		binDir = dir
-		builds := [][]string{
-			{"-o", restpipeBin(), "."},
-			{"-o", pluginBin("misbehave"), "../../testdata/plugins/misbehave"},
-		}
+		// One go command for the plugins: they compile in parallel.
+		pkgs := []string{"../../testdata/plugins/misbehave"}
 		for _, p := range examplePlugins {
-			builds = append(builds, []string{"-o", pluginBin(p), "../../plugins/" + p})
+			pkgs = append(pkgs, "../../plugins/"+p)
 		}
-		for _, b := range builds {
-			build := exec.Command("go", append([]string{"build"}, b...)...)
-			build.Stdout, build.Stderr = os.Stderr, os.Stderr
-			if err := build.Run(); err != nil {
-				fmt.Fprintln(os.Stderr, "build", b, err)
-				return 1
-			}
+		if err := hosttest.Build(dir, nil, "."); err != nil {
+			fmt.Fprintln(os.Stderr, "build restpipe:", err)
+			return 1
+		}
+		if err := hosttest.Build(filepath.Join(dir, "plugins"), nil, pkgs...); err != nil {
+			fmt.Fprintln(os.Stderr, "build the test plugins:", err)
+			return 1
 		}
 		return m.Run()
 	}())

@@ -25,7 +25,7 @@ import (
 // BenchmarkUIStateLinks measures what one poll of the status page costs a
 // server node with many real links: a real server node in this process,
 // and N host/link clients in a helper process (this test binary again, see
-// TestUIBenchIdleClients), each with a certificate of its own, linked over
+// runIdleClients), each with a certificate of its own, linked over
 // real TLS and yamux. Each iteration is one GET /ui/api/state (the default
 // view, gzipped as a browser asks) through the node's gateway handler,
 // without the network; /status, which lists every peer, is measured beside
@@ -91,7 +91,7 @@ const idleClientsEnv = "RESTPIPE_UI_BENCH_IDLE"
 // until the server has them all, and stops the process when b ends.
 func idleClientsProcess(b *testing.B, c *cluster, caDir string, n int) {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestUIBenchIdleClients$", "-test.v", "-test.timeout=1h")
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.timeout=1h") // TestMain runs runIdleClients
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%d|%s", idleClientsEnv, c.server.linkAddr(), n, caDir))
 	cmd.SysProcAttr = dieWithParent()
 	stdin, err := cmd.StdinPipe()
@@ -139,27 +139,25 @@ func idleClientsProcess(b *testing.B, c *cluster, caDir string, n int) {
 	b.Logf("%d clients linked %v after starting their process", n, time.Since(start).Round(time.Millisecond))
 }
 
-// TestUIBenchIdleClients is the helper process of BenchmarkUIStateLinks: it
-// does nothing unless RESTPIPE_UI_BENCH_IDLE is set. It links N idle
-// clients, 200 at a time (the server takes at most 256 handshakes from one
-// address at once), then waits for its standard input to close.
-func TestUIBenchIdleClients(t *testing.T) {
-	spec := os.Getenv(idleClientsEnv)
-	if spec == "" {
-		t.Skip("only the helper process of BenchmarkUIStateLinks")
-	}
+// runIdleClients is the helper process of BenchmarkUIStateLinks, run by
+// TestMain when RESTPIPE_UI_BENCH_IDLE is set (so that no test of the suite
+// shows as skipped): it links N idle clients, 200 at a time, prints
+// "linked N", then waits for its standard input to close. It returns the
+// process's exit code.
+func runIdleClients(spec string) int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "idle clients:", err); return 1 }
 	parts := strings.Split(spec, "|")
 	if len(parts) != 3 {
-		t.Fatalf("%s=%q: want ADDR|N|CADIR", idleClientsEnv, spec)
+		return fail(fmt.Errorf("%s=%q: want ADDR|N|CADIR", idleClientsEnv, spec))
 	}
 	addr, caDir := parts[0], parts[2]
 	n, err := strconv.Atoi(parts[1])
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	ca, err := pki.LoadCA(caDir)
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -169,7 +167,9 @@ func TestUIBenchIdleClients(t *testing.T) {
 	}()
 	clients := make([]*link.Client, n)
 	for i := range clients {
-		clients[i] = idleClient(t, ca, fmt.Sprintf("idle-%05d", i), addr)
+		if clients[i], err = idleClient(ca, fmt.Sprintf("idle-%05d", i), addr); err != nil {
+			return fail(err)
+		}
 	}
 	const batch = 200
 	for first := 0; first < n; first += batch {
@@ -188,19 +188,19 @@ func TestUIBenchIdleClients(t *testing.T) {
 	}
 	fmt.Printf("linked %d\n", n)
 	_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+	return 0
 }
 
 // idleClient is a link client that serves nothing, as restpipe-bench's idle
 // clients are.
-func idleClient(t testing.TB, ca *pki.CA, name, addr string) *link.Client {
-	t.Helper()
+func idleClient(ca *pki.CA, name, addr string) (*link.Client, error) {
 	certPEM, keyPEM, err := ca.Issue(name, nil, pki.LeafOptions{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	id, err := pki.NewIdentity(ca.CertPEM(), certPEM, keyPEM, time.Now())
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	store := pki.NewStaticStore(id)
 	cfg := link.DefaultConfig()
@@ -208,11 +208,7 @@ func idleClient(t testing.TB, ca *pki.CA, name, addr string) *link.Client {
 		return nil, host.Errorf(host.KindNoRoute, "an idle client serves nothing")
 	})
 	cfg.Software = "restpipe ui bench idle client"
-	cl, err := link.NewClient(link.ClientConfig{Config: cfg, Addr: addr, TLS: func() *tls.Config { return store.ClientTLS("server") }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
+	return link.NewClient(link.ClientConfig{Config: cfg, Addr: addr, TLS: func() *tls.Config { return store.ClientTLS("server") }})
 }
 
 // processCPU returns the CPU time this process used so far.

@@ -61,8 +61,11 @@ func TestUILinkObserverCountsReplacements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{metrics: metrics.New(host.Node{Role: host.RoleClient, Name: "c1"}, metrics.Options{}),
-		client: idleClient(t, ca, "c1", "127.0.0.1:1")}
+	cl, err := idleClient(ca, "c1", "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{metrics: metrics.New(host.Node{Role: host.RoleClient, Name: "c1"}, metrics.Options{}), client: cl}
 	o := linkObserver{n}
 	o.LinkUp("server", true)
 	o.LinkDown("server", true, errors.New("connection lost"))

@@ -61,7 +61,7 @@ func TestUIServer(t *testing.T) {
 	c := startCluster(t, opts)
 	tab := b.NewTab(t, 1280, 900)
 	tab.Navigate(c.server.url("/ui"))
-	tab.WaitFor(5*time.Second, "the page to show the node", jsLive)
+	tab.WaitFor(15*time.Second, "the page to show the node", jsLive)
 	noProblems(t, tab, "after loading")
 	facts := uitest.Eval[string](tab, `document.getElementById('node-facts').innerText`)
 	for _, want := range []string{"Role\nserver", "Name\nserver", "Policy\nnone"} {
@@ -70,7 +70,7 @@ func TestUIServer(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"time", "cat", "misbehave"} {
-		tab.WaitFor(2*time.Second, p+" running", jsPlugin(p)+`?.querySelector('.badge').textContent === 'running'`)
+		tab.WaitFor(15*time.Second, p+" running", jsPlugin(p)+`?.querySelector('.badge').textContent === 'running'`)
 	}
 	if empty := uitest.Eval[string](tab, `document.getElementById('peers-empty').textContent`); empty != "No client is linked." {
 		t.Errorf("peers with none linked: %q", empty)
@@ -81,7 +81,7 @@ func TestUIServer(t *testing.T) {
 		start := time.Now()
 		c1 := c.startNode(host.RoleClient, "c1", c.server.linkAddr(), opts)
 		c.waitLinked("c1")
-		took := tab.WaitFor(2*time.Second, "c1 in the peers", jsPeerRow("c1"))
+		took := tab.WaitFor(15*time.Second, "c1 in the peers", jsPeerRow("c1"))
 		t.Logf("c1 showed %v after the server had its link (%v after starting the client node)",
 			took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		row := uitest.Eval[[]string](tab, `[...document.querySelector('#peers-table tbody tr').cells].map(td => td.textContent)`)
@@ -96,7 +96,7 @@ func TestUIServer(t *testing.T) {
 		// And its own page shows its link to the server.
 		ctab := b.NewTab(t, 1280, 900)
 		ctab.Navigate(c1.url("/ui/"))
-		ctab.WaitFor(5*time.Second, "the client's page", jsLive+` && `+jsPeerRow("server"))
+		ctab.WaitFor(15*time.Second, "the client's page", jsLive+` && `+jsPeerRow("server"))
 		link := uitest.Eval[string](ctab, `[...document.querySelectorAll('#node-facts div')].find(d => d.querySelector('dt').textContent === 'Link to the server').innerText`)
 		if !strings.Contains(link, "up") || !strings.Contains(link, c.server.linkAddr()) || !strings.Contains(link, "1 change") {
 			t.Errorf("the client's link fact = %q, want up, the server's address, 1 change", link)
@@ -136,7 +136,7 @@ func TestUIServer(t *testing.T) {
 		r := do(t, "GET", c.server.url("/client/c1/cat//only-one"), nil, "X-Request-Id", id)
 		wantError(t, r, host.KindHandlerFailed)
 		row := jsFailure(id)
-		tab.WaitFor(2*time.Second, "the failure in the list", row)
+		tab.WaitFor(15*time.Second, "the failure in the list", row)
 		cells := uitest.Eval[[]string](tab, `[...`+row+`.cells].map(td => td.textContent)`)
 		// Time, Kind, Route, Peer, Request id, Took, Message.
 		if len(cells) != 7 || cells[1] != "handler_failed" || cells[2] != "get_cat" || cells[3] != "c1" || cells[4] != id || !strings.Contains(cells[6], "exactly 2 arguments") {
@@ -145,7 +145,7 @@ func TestUIServer(t *testing.T) {
 		if kinds := uitest.Eval[string](tab, `document.getElementById('fail-kinds').textContent`); !strings.Contains(kinds, "handler_failed 1") {
 			t.Errorf("failure kinds = %q, want handler_failed 1", kinds)
 		}
-		tab.WaitFor(2*time.Second, "get_time and get_cat counted", `document.querySelector('#charts figure[data-route=get_time] figcaption')?.textContent === 'get_time5 events, 0 failed' && `+
+		tab.WaitFor(15*time.Second, "get_time and get_cat counted", `document.querySelector('#charts figure[data-route=get_time] figcaption')?.textContent === 'get_time5 events, 0 failed' && `+
 			`document.querySelector('#charts figure[data-route=get_cat] figcaption')?.textContent === 'get_cat1 event, 1 failed'`)
 		// The lines end at the last complete 5 s step: wait for it.
 		tab.WaitFor(8*time.Second, "get_time's line to rise", `document.querySelector('#charts figure[data-route=get_time] .readout') && `+
@@ -171,7 +171,7 @@ func TestUIBehindNginx(t *testing.T) {
 
 	tab := b.NewTab(t, 1280, 900)
 	tab.Navigate(ng.url + "/restpipe/ui")
-	tab.WaitFor(5*time.Second, "the page through nginx", jsLive+` && `+jsPeerRow("server"))
+	tab.WaitFor(15*time.Second, "the page through nginx", jsLive+` && `+jsPeerRow("server"))
 	if p := uitest.Eval[string](tab, `location.pathname`); p != "/restpipe/ui/" {
 		t.Errorf("/restpipe/ui led to %s, want /restpipe/ui/ (under the prefix)", p)
 	}
@@ -184,7 +184,7 @@ func TestUIBehindNginx(t *testing.T) {
 	t.Cleanup(hc.CloseIdleConnections)
 	r := doWith(t, hc, "GET", ng.url+"/restpipe/server/nothing", nil, "X-Request-Id", id)
 	wantError(t, r, host.KindNoRoute)
-	tab.WaitFor(2*time.Second, "the failure through nginx", jsFailure(id))
+	tab.WaitFor(15*time.Second, "the failure through nginx", jsFailure(id))
 	links := uitest.Eval[[]string](tab, `[...document.querySelectorAll('footer a')].map(a => a.href)`)
 	if strings.Join(links, " ") != ng.url+"/restpipe/status "+ng.url+"/restpipe/metrics" {
 		t.Errorf("footer links = %q, want /status and /metrics under the prefix", links)
@@ -204,9 +204,9 @@ func TestUINodeRestart(t *testing.T) {
 	addr := c.server.httpAddr()
 	tab := b.NewTab(t, 1280, 900)
 	tab.Navigate(c.server.url("/ui/"))
-	tab.WaitFor(5*time.Second, "the page", jsLive)
+	tab.WaitFor(15*time.Second, "the page", jsLive)
 	do(t, "GET", c.server.url("/local/nothing"), nil, "X-Request-Id", "before-restart")
-	tab.WaitFor(2*time.Second, "the first run's failure", jsFailure("before-restart"))
+	tab.WaitFor(15*time.Second, "the first run's failure", jsFailure("before-restart"))
 	started := uitest.Eval[string](tab, `document.querySelector('#node-facts div:nth-child(4) dd span').title`)
 
 	c.server.stop(t)
@@ -216,12 +216,12 @@ func TestUINodeRestart(t *testing.T) {
 
 	opts.mod = func(cfg *nodeConfig) { cfg.HTTP = addr }
 	again := c.startNode(host.RoleServer, "server", "", opts)
-	took := tab.WaitFor(5*time.Second, "the page to come back", jsLive)
+	took := tab.WaitFor(15*time.Second, "the page to come back", jsLive)
 	notice := uitest.Eval[string](tab, `document.getElementById('notice').textContent`)
 	if !strings.Contains(notice, "Reconnected at") || !strings.Contains(notice, "The node restarted at") {
 		t.Errorf("notice = %q, want it to say it reconnected and the node restarted", notice)
 	}
-	tab.WaitFor(2*time.Second, "the first run's failures gone", `!`+jsFailure("before-restart"))
+	tab.WaitFor(15*time.Second, "the first run's failures gone", `!`+jsFailure("before-restart"))
 	if now := uitest.Eval[string](tab, `document.querySelector('#node-facts div:nth-child(4) dd span').title`); now == started {
 		t.Errorf("uptime still says %s after the restart", now)
 	}

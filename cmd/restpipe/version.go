@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 )
 
-// Set at build time, as `go tool task build` and `go tool task release` do:
+// Set at build time, as `go tool -modfile=cmd/task.mod task build` and `go tool -modfile=cmd/task.mod task release` do:
 //
 //	go build -ldflags "-X main.version=v1.2.3 -X main.commit=abc1234" ./cmd/restpipe
 //

@@ -68,11 +68,11 @@ func FuzzGatewayRequest(f *testing.F) {
 		}
 		w := httptest.NewRecorder()
 		g.ServeHTTP(w, req)
-		code := w.Header().Get(HeaderReturnCode)
+		code := w.Header().Get(host.HeaderReturnCode)
 		if _, err := strconv.Atoi(code); err != nil {
-			t.Fatalf("no numeric %s in the answer to %q: %v", HeaderReturnCode, raw, w.Header())
+			t.Fatalf("no numeric %s in the answer to %q: %v", host.HeaderReturnCode, raw, w.Header())
 		}
-		if kind := w.Header().Get(HeaderErrorKind); kind != "" {
+		if kind := w.Header().Get(host.HeaderErrorKind); kind != "" {
 			k := host.Kind(kind)
 			if !k.Known() || w.Code != k.Status() || code != strconv.Itoa(k.ReturnCode()) {
 				t.Fatalf("error %s answered %d code %s, not its row of the table", kind, w.Code, code)

@@ -23,14 +23,6 @@ import (
 	"github.com/restpipe/restpipe/host"
 )
 
-// Headers of the gateway's protocol.
-const (
-	HeaderTimeout    = "X-Event-Timeout"
-	HeaderReturnCode = "X-Event-Return-Code"
-	HeaderErrorKind  = "X-Event-Error-Kind"
-	HeaderRequestID  = "X-Request-Id"
-)
-
 // Peers finds the node an event is addressed to. On a client node name is
 // always "" (the server); on the server it is a client's name. Peer waits
 // for the peer to connect until ctx ends, then returns an error.
@@ -78,8 +70,16 @@ type Config struct {
 	UI http.Handler
 }
 
-// Validate fills in defaults and reports what cannot work.
+// DefaultConfig returns a Config with every default set; the caller adds
+// Node, Local and Peers (and the optional handlers).
+func DefaultConfig() Config {
+	return Config{Logger: hclog.NewNullLogger(), DefaultTimeout: 30 * time.Second, PeerWait: 10 * time.Second}
+}
+
+// Validate fills in the defaults of DefaultConfig for fields left zero,
+// and reports what cannot work.
 func (c *Config) Validate() error {
+	d := DefaultConfig()
 	if c.Local == nil || c.Peers == nil {
 		return errors.New("gateway: Local and Peers are required")
 	}
@@ -87,13 +87,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: unknown node role %q", c.Node.Role)
 	}
 	if c.Logger == nil {
-		c.Logger = hclog.NewNullLogger()
+		c.Logger = d.Logger
 	}
 	if c.DefaultTimeout == 0 {
-		c.DefaultTimeout = 30 * time.Second
+		c.DefaultTimeout = d.DefaultTimeout
 	}
 	if c.PeerWait == 0 {
-		c.PeerWait = 10 * time.Second
+		c.PeerWait = d.PeerWait
 	}
 	if c.DefaultTimeout < 0 || c.PeerWait < 0 || c.MaxBody < 0 {
 		return errors.New("gateway: timeouts and limits must be positive")
@@ -144,7 +144,7 @@ func (g *Gateway) InFlight() int { return int(g.inFlight.Load()) }
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.cfg.UI != nil && isUIPath(r.URL.Path) {
-		w.Header().Set(HeaderReturnCode, "0")
+		w.Header().Set(host.HeaderReturnCode, "0")
 		g.cfg.UI.ServeHTTP(w, r)
 		return
 	}
@@ -155,7 +155,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/status":
 		if g.cfg.Status != nil {
 			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set(HeaderReturnCode, "0")
+			w.Header().Set(host.HeaderReturnCode, "0")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(g.cfg.Status())
@@ -163,7 +163,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "/metrics":
 		if g.cfg.Metrics != nil {
-			w.Header().Set(HeaderReturnCode, "0")
+			w.Header().Set(host.HeaderReturnCode, "0")
 			g.cfg.Metrics.ServeHTTP(w, r)
 			return
 		}
@@ -182,7 +182,7 @@ func (g *Gateway) serveHealth(w http.ResponseWriter) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set(HeaderReturnCode, "0")
+	w.Header().Set(host.HeaderReturnCode, "0")
 	fmt.Fprintln(w, `{"status":"ok"}`)
 }
 
@@ -196,7 +196,7 @@ var verbs = map[string]string{
 func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 	rec := &record{start: time.Now(), id: requestID(r)}
 	defer g.done(r, rec)
-	w.Header().Set(HeaderRequestID, rec.id)
+	w.Header().Set(host.HeaderRequestID, rec.id)
 	ev, tgt, timeout, err := g.parse(r, rec.id)
 	if err != nil {
 		rec.err = err
@@ -336,10 +336,10 @@ func (g *Gateway) parse(r *http.Request, id string) (*host.Event, target, time.D
 		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "Content-Type must be UTF-8 text of at most %d bytes", maxContentType)
 	}
 	timeout := g.cfg.DefaultTimeout
-	if v := r.Header.Get(HeaderTimeout); v != "" {
+	if v := r.Header.Get(host.HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, target{}, 0, host.Errorf(host.KindBadRequest, "%s %q: want a positive Go duration such as 2s or 500ms", HeaderTimeout, v)
+			return nil, target{}, 0, host.Errorf(host.KindBadRequest, "%s %q: want a positive Go duration such as 2s or 500ms", host.HeaderTimeout, v)
 		}
 		timeout = d
 	}
@@ -393,7 +393,7 @@ func absent(t target, waited time.Duration) string {
 // type and body, streamed. It returns the body bytes written.
 func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.Reply) int64 {
 	h := w.Header()
-	h.Set(HeaderReturnCode, strconv.Itoa(rep.Code))
+	h.Set(host.HeaderReturnCode, strconv.Itoa(rep.Code))
 	if rep.ContentType != "" {
 		h.Set("Content-Type", rep.ContentType)
 	}
@@ -410,7 +410,7 @@ func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.R
 	if err != nil {
 		// The status is out: abort the connection so the caller sees a
 		// broken transfer, not a short body.
-		g.log.Warn("reply body failed mid-way; aborting the response", "request_id", w.Header().Get(HeaderRequestID), "error", err)
+		g.log.Warn("reply body failed mid-way; aborting the response", "request_id", w.Header().Get(host.HeaderRequestID), "error", err)
 		panic(http.ErrAbortHandler)
 	}
 	return n
@@ -450,27 +450,14 @@ func copyReply(w http.ResponseWriter, body io.Reader, size int64) (int64, error)
 	}
 }
 
-// errorBody is the JSON of every outcome that is not a handler's reply.
-type errorBody struct {
-	Error struct {
-		Kind      host.Kind       `json:"kind"`
-		Message   string          `json:"message"`
-		Exception *host.Exception `json:"exception,omitempty"`
-	} `json:"error"`
-	// Exception is RestPipe's exception object, for handler_failed.
-	Exception *host.Exception `json:"exception,omitempty"`
-}
-
 // writeError writes err as the JSON error body of its kind.
 func (g *Gateway) writeError(w http.ResponseWriter, err error) {
 	e := host.AsError(err)
-	var b errorBody
-	b.Error.Kind, b.Error.Message, b.Error.Exception = e.Kind, e.Message, e.Exception
-	b.Exception = e.Exception
+	b := host.NewErrorBody(e)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set(HeaderReturnCode, strconv.Itoa(e.Kind.ReturnCode()))
-	h.Set(HeaderErrorKind, string(e.Kind))
+	h.Set(host.HeaderReturnCode, strconv.Itoa(e.Kind.ReturnCode()))
+	h.Set(host.HeaderErrorKind, string(e.Kind))
 	if e.Kind == host.KindOverloaded {
 		secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
 		h.Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
@@ -513,7 +500,7 @@ func mediaType(ct string) string {
 // requestID returns the caller's X-Request-Id when it is reasonable, else a
 // new random one.
 func requestID(r *http.Request) string {
-	if id := r.Header.Get(HeaderRequestID); id != "" && len(id) <= 64 && printable(id) {
+	if id := r.Header.Get(host.HeaderRequestID); id != "" && len(id) <= 64 && printable(id) {
 		return id
 	}
 	var b [8]byte

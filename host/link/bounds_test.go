@@ -3,10 +3,12 @@ package link
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -378,5 +380,78 @@ func TestPeerSoftwareIsEscapedAndCut(t *testing.T) {
 	}
 	if !strings.HasPrefix(got, `restpipe \x1b[2J`) {
 		t.Errorf("software = %q, want the escaped original's start", got)
+	}
+}
+
+// TestEventsWaitForAStream: on a link whose peer allows few streams (here
+// a small LinkBuffer; on a loaded machine, a hello that measured a long
+// round trip), events beyond this side's stream budget wait for a stream
+// instead of failing, never open more streams than the budget (the peer
+// would close the link), and fail with timeout when their deadline passes
+// while they wait.
+func TestEventsWaitForAStream(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, nil)
+	// 16 MiB holds 16 streams of 256 KiB windows (tolerance 32 x 2 windows).
+	cl := startClient(t, p, "few", srv.addr, func(c *ClientConfig) { c.LinkBuffer = 16 << 20 })
+	cl.waitUp(t, 5*time.Second)
+	sess := srv.session(t, "few", time.Second)
+	budget := sess.streamBudget()
+	if budget < 4 || budget > 16 {
+		t.Fatalf("stream budget %d toward a peer allowing %d streams", budget, sess.peerStreams)
+	}
+
+	// Many more events than streams at once: all answered, link kept.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			arg := fmt.Sprint(i)
+			got, err := call(ctx, sess, "get", "whoami", nil, arg)
+			if want := "few answers get_whoami from server args=" + arg; err != nil || got != want {
+				errs <- fmt.Errorf("event %d: %q, %v", i, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if again := srv.session(t, "few", time.Second); again != sess || sess.Err() != nil {
+		t.Fatalf("the link did not survive 200 events over %d streams: %v", budget, sess.Err())
+	}
+
+	// Every stream held by a blocked event: the next event waits, and
+	// fails with timeout at its deadline, not overloaded.
+	bctx, bcancel := context.WithCancel(context.Background())
+	var blocked sync.WaitGroup
+	for range budget {
+		blocked.Add(1)
+		go func() {
+			defer blocked.Done()
+			_, _ = call(bctx, sess, "get", "block", nil)
+		}()
+	}
+	for range budget {
+		select {
+		case <-cl.handler.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the blocking events did not all reach the client")
+		}
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := call(wctx, sess, "get", "whoami", nil, "late")
+	wcancel()
+	wantKind(t, err, host.KindTimeout)
+	bcancel()
+	blocked.Wait()
+	// And the streams come back: the link serves again.
+	if got, err := call(ctx, sess, "get", "whoami", nil, "after"); err != nil || !strings.Contains(got, "args=after") {
+		t.Errorf("event after the blocked ones = %q, %v", got, err)
 	}
 }

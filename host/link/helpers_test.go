@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 	"github.com/restpipe/restpipe/host/pki"
 )
 
@@ -84,22 +85,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // logBuf collects log output, safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = hosttest.LogBuffer
 
 // nodeHandler answers events on a test node:
 //
@@ -300,16 +286,7 @@ func wantKind(t testing.TB, err error, k host.Kind) {
 }
 
 // waitFor polls cond until it holds or within passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = hosttest.WaitFor
 
 // goroutineBaseline returns a check that fails the test unless the number
 // of goroutines goes back to what it is now (give or take slack).

@@ -32,24 +32,45 @@ type outStream struct {
 }
 
 // takeStream returns an idle stream for the next event, or a new one.
-func (s *Session) takeStream() (*outStream, error) {
-	s.mu.Lock()
-	if n := len(s.pool); n > 0 {
-		os := s.pool[n-1]
-		s.pool[n-1] = nil
-		s.pool = s.pool[:n-1]
+// When this side has as many streams open as the peer allows (a link
+// whose measured round trip gave it few streams), the event waits for one
+// to come back, until ctx ends: at most MaxInFlight events wait (Handle's
+// semaphore), so this is a bounded queue, like an HTTP/2 client's at
+// MAX_CONCURRENT_STREAMS. A slot is reserved before the stream is opened,
+// so events racing for the last ones never open more than the budget.
+func (s *Session) takeStream(ctx context.Context) (*outStream, error) {
+	for {
+		s.mu.Lock()
+		if n := len(s.pool); n > 0 {
+			os := s.pool[n-1]
+			s.pool[n-1] = nil
+			s.pool = s.pool[:n-1]
+			s.mu.Unlock()
+			os.fr.Attach(os.st)
+			return os, nil
+		}
+		freed := s.freed
 		s.mu.Unlock()
-		os.fr.Attach(os.st)
-		return os, nil
-	}
-	s.mu.Unlock()
-	if n := s.opened.Load(); n >= int64(s.streamBudget()) {
-		// The peer would see too many.
-		return nil, &host.Error{Kind: host.KindOverloaded, RetryAfter: s.cfg.RetryAfter,
-			Message: fmt.Sprintf("%d streams open to %s, the most this side opens", n, s.peer)}
+		if s.opened.Add(1) <= int64(s.streamBudget()) {
+			break
+		}
+		s.opened.Add(-1)
+		s.waiting.Add(1)
+		select {
+		case <-freed:
+			s.waiting.Add(-1)
+		case <-ctx.Done():
+			s.waiting.Add(-1)
+			return nil, s.eventError(ctx, ctx.Err())
+		case <-s.mux.CloseChan():
+			s.waiting.Add(-1)
+			return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: fmt.Errorf("%w: %w", host.ErrNotDelivered, s.Err()),
+				Message: fmt.Sprintf("the link to %s closed before the event was sent: %v", s.peer, s.Err())}
+		}
 	}
 	st, err := s.mux.OpenStream()
 	if err != nil {
+		s.streamGone()
 		if errors.Is(err, yamux.ErrStreamsExhausted) {
 			// About two billion streams on one session: start afresh.
 			s.log.Info("closing link: yamux stream ids exhausted")
@@ -58,10 +79,26 @@ func (s *Session) takeStream() (*outStream, error) {
 		return nil, &host.Error{Kind: host.KindPeerUnavailable, Err: fmt.Errorf("%w: %w", host.ErrNotDelivered, err),
 			Message: fmt.Sprintf("the link to %s closed before the event was sent: %v", s.peer, s.Err())}
 	}
-	s.opened.Add(1)
 	fr := frame.NewReader(st, s.cfg.MaxHeaderSize)
 	fr.Trailer = trailerError
 	return &outStream{s: s, st: st, fr: fr}, nil
+}
+
+// streamGone releases a stream's slot and wakes the events waiting for one.
+func (s *Session) streamGone() {
+	s.opened.Add(-1)
+	s.wakeWaiting()
+}
+
+// wakeWaiting wakes the events waiting in takeStream, if any.
+func (s *Session) wakeWaiting() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	close(s.freed)
+	s.freed = make(chan struct{})
+	s.mu.Unlock()
 }
 
 // streamBudget is how many streams this side opens at most for events:
@@ -78,6 +115,7 @@ func (s *Session) putStream(os *outStream) {
 		os.idle = time.Now()
 		s.pool = append(s.pool, os)
 		s.mu.Unlock()
+		s.wakeWaiting()
 		return
 	}
 	s.mu.Unlock()
@@ -88,7 +126,7 @@ func (s *Session) putStream(os *outStream) {
 func (os *outStream) close() {
 	_ = os.st.Close()
 	os.fr.Release()
-	os.s.opened.Add(-1)
+	os.s.streamGone()
 }
 
 // tidyIdle closes the pooled streams idle since before t, and lets yamux
@@ -141,7 +179,7 @@ func (s *Session) Handle(ctx context.Context, ev *host.Event) (*host.Reply, erro
 		<-s.outSem
 		return nil, s.eventError(ctx, err)
 	}
-	os, err := s.takeStream()
+	os, err := s.takeStream(ctx)
 	if err != nil {
 		<-s.outSem
 		return nil, err
@@ -337,7 +375,7 @@ func (s *Session) sendCancel(id, seq uint32, reason string) {
 		s.log.Debug("cancel not sent: too many streams open", "stream", id)
 		return
 	}
-	defer s.opened.Add(-1)
+	defer s.streamGone()
 	st, err := s.mux.OpenStream()
 	if err != nil {
 		return

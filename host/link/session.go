@@ -66,6 +66,9 @@ type Session struct {
 	outSem chan struct{} // one token per event sent and not finished
 	inN    atomic.Int64  // events received and not finished
 	opened atomic.Int64  // streams this side opened and has not closed
+	// waiting counts the events waiting for a stream (takeStream); freed
+	// is closed, and replaced, under mu to wake them.
+	waiting atomic.Int32
 
 	bytesIn, bytesOut atomic.Uint64 // payload bytes of the TLS connection, counted by muxConn
 	rtt               atomic.Int64  // last ping's round trip, in nanoseconds
@@ -78,6 +81,7 @@ type Session struct {
 	mu       sync.Mutex
 	incoming map[uint32]*inStream // streams the peer opened, by id
 	pool     []*outStream         // idle streams this side opened, kept for reuse; most recent last
+	freed    chan struct{}        // closed when a stream comes back or closes while events wait
 	cause    error                // why the session ends, once known
 
 	wg   sync.WaitGroup // goroutines serving incoming streams
@@ -113,6 +117,7 @@ func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer 
 		cancel:      cancel,
 		outSem:      make(chan struct{}, cfg.MaxInFlight),
 		incoming:    make(map[uint32]*inStream),
+		freed:       make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	s.rtt.Store(int64(h.rtt))

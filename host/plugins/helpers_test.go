@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/dispatch"
+	"github.com/restpipe/restpipe/host/hosttest"
 	"github.com/restpipe/restpipe/host/internal/hopbench"
 )
 
@@ -36,20 +36,22 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		bins = dir
-		builds := [][]string{
-			{"-o", filepath.Join(dir, "misbehave"), "../../testdata/plugins/misbehave"},
-			{"-ldflags", "-X main.version=2", "-o", filepath.Join(dir, "misbehave-v2"), "../../testdata/plugins/misbehave"},
-		}
+		// One go command for the plugins: they compile in parallel.
+		pkgs := []string{"../../testdata/plugins/misbehave"}
 		for _, name := range []string{"time", "cat", "echo", "files"} {
-			builds = append(builds, []string{"-o", filepath.Join(dir, name), "../../plugins/" + name})
+			pkgs = append(pkgs, "../../plugins/"+name)
 		}
-		for _, b := range builds {
-			cmd := exec.Command("go", append([]string{"build"}, b...)...)
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Run(); err != nil {
-				fmt.Fprintln(os.Stderr, "build test plugin:", b, err)
-				return 1
-			}
+		if err := hosttest.Build(dir, nil, pkgs...); err != nil {
+			fmt.Fprintln(os.Stderr, "build the test plugins:", err)
+			return 1
+		}
+		if err := hosttest.Build(filepath.Join(dir, "v2"), []string{"-ldflags", "-X main.version=2"}, "../../testdata/plugins/misbehave"); err != nil {
+			fmt.Fprintln(os.Stderr, "build the test plugins:", err)
+			return 1
+		}
+		if err := os.Rename(filepath.Join(dir, "v2", "misbehave"), filepath.Join(dir, "misbehave-v2")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
 		}
 		return m.Run()
 	}())

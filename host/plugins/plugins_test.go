@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 )
 
 func TestPluginServesAndLogsUnderItsName(t *testing.T) {
@@ -584,16 +585,8 @@ func alive(pid int) bool {
 	return p.Signal(syscallZero) == nil
 }
 
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or within passes.
+var waitFor = hosttest.WaitFor
 
 // TestExamplePluginsThroughTheManager runs the real example plugins from
 // plugins/ through the manager and the route table.

@@ -147,6 +147,13 @@ def slow(ev):
     ev.wait(float(ev.query_value("s", "1")))
     return {"version": VERSION}
 
+@p.route("get", "py/until")
+def until(ev):
+    # Answers once the file named by f exists (or the event ends).
+    while not os.path.exists(ev.query_value("f", "")) and not ev.wait(0.02):
+        pass
+    return {"version": VERSION}
+
 @p.route("get", "py/crash")
 def crash(ev):
     os._exit(3)
@@ -174,7 +181,7 @@ func TestPythonPluginServesAndPrintsToTheLog(t *testing.T) {
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
 	st := e.waitState("py", StateRunning, 10*time.Second)
-	if st.Name != "py" || st.Version != "1" || !strings.HasPrefix(st.SDK, "python/") || len(st.Routes) != 6 || st.StartMillis <= 0 {
+	if st.Name != "py" || st.Version != "1" || !strings.HasPrefix(st.SDK, "python/") || len(st.Routes) != 7 || st.StartMillis <= 0 {
 		t.Errorf("status = %+v", st)
 	}
 	v, err := e.get("py/ok", "a b")
@@ -248,11 +255,14 @@ func TestPythonPluginHotReplacement(t *testing.T) {
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
 	old := e.waitState("py", StateRunning, 10*time.Second)
+	// An event in flight on version 1 across the replacement, answered
+	// only once the test says so: however slow the machine, it overlaps.
+	release := filepath.Join(t.TempDir(), "release")
 	res := make(chan string, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		rep, err := e.table.Handle(ctx, &host.Event{Verb: "get", Noun: "py/slow", Query: map[string][]string{"s": {"1.5"}}})
+		rep, err := e.table.Handle(ctx, &host.Event{Verb: "get", Noun: "py/until", Query: map[string][]string{"f": {release}}})
 		if err != nil {
 			res <- err.Error()
 			return
@@ -260,17 +270,20 @@ func TestPythonPluginHotReplacement(t *testing.T) {
 		defer rep.Close()
 		res <- readAll(rep)
 	}()
-	waitFor(t, 5*time.Second, "the slow event in flight", func() bool { return e.table.InFlight("py") == 1 })
+	waitFor(t, 5*time.Second, "the event in flight", func() bool { return e.table.InFlight("py") == 1 })
 	e.script("py", fmt.Sprintf(pyBasic, "2"))
-	waitFor(t, 10*time.Second, "version 2", func() bool { st, _ := e.status("py"); return st.Version == "2" && st.State == StateRunning })
+	waitFor(t, 15*time.Second, "version 2", func() bool { st, _ := e.status("py"); return st.Version == "2" && st.State == StateRunning })
 	if v, err := e.get("py/ok"); err != nil || v["version"] != "2" {
 		t.Errorf("after the replacement: %v, %v; want version 2", v, err)
 	}
 	if !alive(old.PID) {
 		t.Fatal("the old process was stopped with an event in flight")
 	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if got := <-res; !strings.Contains(got, `"version":"1"`) {
-		t.Errorf("slow event = %q, want it answered by version 1", got)
+		t.Errorf("the event in flight = %q, want it answered by version 1", got)
 	}
 	waitFor(t, 5*time.Second, "the old process to exit", func() bool { return !alive(old.PID) })
 	// It was stopped through go-plugin's GRPCController.Shutdown, not killed

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 )
 
 // next is the handler behind an Enforcer in tests: it counts the events
@@ -54,26 +54,7 @@ func (o *observer) all() []string {
 }
 
 // syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := strings.Split(strings.TrimSpace(s.b.String()), "\n")
-	if len(out) == 1 && out[0] == "" {
-		return nil
-	}
-	return out
-}
+type syncBuffer = hosttest.LogBuffer
 
 // writePolicy writes src as the policy file path.
 func writePolicy(t testing.TB, path, src string) {
@@ -182,7 +163,7 @@ func TestEnforcer(t *testing.T) {
 	if got := f.obs.all(); strings.Join(got, ",") != strings.Join(wantSeen, ",") {
 		t.Errorf("observer saw %q, want %q", got, wantSeen)
 	}
-	lines := f.log.lines()
+	lines := f.log.Lines()
 	if len(lines) != len(wantSeen) {
 		t.Fatalf("log:\n%s\nwant %d lines", strings.Join(lines, "\n"), len(wantSeen))
 	}
@@ -230,7 +211,7 @@ func TestEnforcerLogBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(f.log.lines()); n != 3 {
+	if n := len(f.log.Lines()); n != 3 {
 		t.Fatalf("1000 refusals logged %d lines, want 3", n)
 	}
 	if n := len(f.obs.all()); n != 1000 {
@@ -239,7 +220,7 @@ func TestEnforcerLogBound(t *testing.T) {
 	clock = clock.Add(time.Minute)
 	ev, _ := event("db-1", "get", "time")
 	f.e.Handle(context.Background(), ev)
-	lines := f.log.lines()
+	lines := f.log.Lines()
 	if len(lines) != 4 || !strings.Contains(lines[3], "unlogged_refusals=997") {
 		t.Errorf("the line after the pause = %q, want it to count the 997 unlogged refusals", lines[len(lines)-1])
 	}

@@ -153,7 +153,7 @@ func TestUIPageInBrowser(t *testing.T) {
 
 	tab := b.NewTab(t, 1280, 900)
 	tab.Navigate(url)
-	tab.WaitFor(5*time.Second, "the page to show the node", `document.getElementById('conn').textContent === 'Live'`)
+	tab.WaitFor(15*time.Second, "the page to show the node", `document.getElementById('conn').textContent === 'Live'`)
 	if p := tab.Problems(); len(p) > 0 {
 		t.Errorf("console after loading: %s", strings.Join(p, "\n"))
 	}
@@ -171,7 +171,7 @@ func TestUIPageInBrowser(t *testing.T) {
 	})
 
 	t.Run("cluster", func(t *testing.T) {
-		tab.WaitFor(2*time.Second, "the cluster", `!document.getElementById('cluster').hidden`)
+		tab.WaitFor(15*time.Second, "the cluster", `!document.getElementById('cluster').hidden`)
 		rows := uitest.Eval[[]string](tab, `[...document.querySelectorAll('#cluster-table tbody tr')].map(r => r.innerText.replace(/\s+/g, ' ').trim())`)
 		want := []string{"server-a (this node) alive 1", "server-b alive 2", "server-c suspect 0"}
 		if strings.Join(rows, "|") != strings.Join(want, "|") {
@@ -219,10 +219,10 @@ func TestUIPageInBrowser(t *testing.T) {
 		if got := uitest.Eval[string](tab, many+`.querySelector('summary').textContent`); got != "6 routes" {
 			t.Errorf("many's routes fold as %q, want 6 routes", got)
 		}
-		tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#plugins-table tr[data-plugin=many] summary`)))
+		tab.Click(`#plugins-table tr[data-plugin=many] summary`)
 		polls := `performance.getEntriesByType('resource').filter(e => e.name.includes('/ui/api/state')).length`
 		n := uitest.Eval[int](tab, polls)
-		tab.WaitFor(5*time.Second, "two more polls", fmt.Sprintf("%s >= %d", polls, n+2))
+		tab.WaitFor(15*time.Second, "two more polls", fmt.Sprintf("%s >= %d", polls, n+2))
 		if !uitest.Eval[bool](tab, many+`.open`) {
 			t.Error("the opened route list closed at the next poll")
 		}
@@ -230,12 +230,12 @@ func TestUIPageInBrowser(t *testing.T) {
 		if strings.Join(kinds, ",") != "all 2,handler_failed 1,timeout 1" {
 			t.Errorf("failure kinds = %q", kinds)
 		}
-		tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#fail-kinds button:nth-child(3)`)))
+		tab.Click(`#fail-kinds button:nth-child(3)`)
 		ids := uitest.Eval[[]string](tab, `[...document.querySelectorAll('#failures-table tbody tr')].map(r => r.dataset.requestId)`)
 		if strings.Join(ids, ",") != "req-timeout" {
 			t.Errorf("failures of kind timeout = %q, want req-timeout", ids)
 		}
-		tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#fail-kinds button:nth-child(1)`)))
+		tab.Click(`#fail-kinds button:nth-child(1)`)
 		charts := uitest.Eval[[]string](tab, `[...document.querySelectorAll('#charts figure')].map(f => f.dataset.route + ':' + f.querySelectorAll('path.line').length)`)
 		if strings.Join(charts, ",") != "get_time:4,get_files:3" { // rate, failed, p50, p99; no failures: no failed line
 			t.Errorf("charts = %q, want get_time with 4 lines, get_files with 3", charts)
@@ -250,7 +250,7 @@ func TestUIPageInBrowser(t *testing.T) {
 			s.Events.FailuresTotal = 3
 			s.Events.Failures = append([]ui.Failure{{Seq: 3, Time: time.Now(), RequestID: "req-new", Route: "get_time", Peer: "web-2", Kind: "link_lost", Message: "the link dropped"}}, s.Events.Failures...)
 		})
-		took := tab.WaitFor(3*time.Second, "the new failure", `document.querySelector('#failures-table tbody tr').dataset.requestId === 'req-new'`)
+		took := tab.WaitFor(15*time.Second, "the new failure", `document.querySelector('#failures-table tbody tr').dataset.requestId === 'req-new'`)
 		if n := uitest.Eval[int](tab, `document.querySelectorAll('#failures-table tbody tr').length`); n != 3 {
 			t.Errorf("%d failures listed, want 3 (merged, none twice)", n)
 		}
@@ -260,7 +260,7 @@ func TestUIPageInBrowser(t *testing.T) {
 	for _, scheme := range []string{"light", "dark"} {
 		t.Run("contrast "+scheme, func(t *testing.T) {
 			tab.ColorScheme(scheme)
-			tab.WaitFor(2*time.Second, scheme+" colours", fmt.Sprintf(`matchMedia('(prefers-color-scheme: %s)').matches`, scheme))
+			tab.WaitFor(15*time.Second, scheme+" colours", fmt.Sprintf(`matchMedia('(prefers-color-scheme: %s)').matches`, scheme))
 			bad := uitest.Eval[[]string](tab, contrastJS)
 			for _, b := range bad {
 				t.Errorf("%s: contrast too low: %s", scheme, b)
@@ -348,7 +348,7 @@ func TestUIManyPeers(t *testing.T) {
 	tab.Navigate("http://" + ln.Addr().String() + "/ui/")
 	rows := `document.querySelectorAll('#peers-table tbody tr')`
 	firstName := `document.querySelector('#peers-table tbody tr td').textContent`
-	tab.WaitFor(5*time.Second, "the first page", rows+`.length === 50 && document.getElementById('peers-range').textContent === '1–50 of 10,000'`)
+	tab.WaitFor(15*time.Second, "the first page", rows+`.length === 50 && document.getElementById('peers-range').textContent === '1–50 of 10,000'`)
 	if got := uitest.Eval[string](tab, `document.getElementById('peers-count').textContent`); got != "10,000 links" {
 		t.Errorf("peers count = %q", got)
 	}
@@ -364,20 +364,20 @@ func TestUIManyPeers(t *testing.T) {
 	}
 	tab.Screenshot("10000-peers")
 
-	tab.Do(5*time.Second, chromedp.Click(chromedp.ID("peers-next")))
-	tab.WaitFor(3*time.Second, "the second page", `document.getElementById('peers-range').textContent === '51–100 of 10,000' && `+firstName+` === 'client-00050'`)
+	tab.Click(`#peers-next`)
+	tab.WaitFor(15*time.Second, "the second page", `document.getElementById('peers-range').textContent === '51–100 of 10,000' && `+firstName+` === 'client-00050'`)
 	if loc := uitest.Eval[string](tab, `location.hash`); loc != "#offset=50" {
 		t.Errorf("location.hash = %q, want #offset=50 (a reload keeps the view)", loc)
 	}
 
-	tab.Do(5*time.Second, chromedp.Click(chromedp.CSS(`#peers-table button[data-sort=changes]`)))
-	tab.WaitFor(3*time.Second, "sorted by link changes, most first",
+	tab.Click(`#peers-table button[data-sort=changes]`)
+	tab.WaitFor(15*time.Second, "sorted by link changes, most first",
 		`document.querySelector('#peers-table th[data-sort=changes]').getAttribute('aria-sort') === 'descending' && `+firstName+` === 'client-00008'`)
 
 	tab.Do(5*time.Second, chromedp.SendKeys(chromedp.ID("peers-q"), "CLIENT-0999"))
-	tab.WaitFor(3*time.Second, "the filter", rows+`.length === 10 && document.getElementById('peers-range').textContent.startsWith('1–10 of 10 matching')`)
+	tab.WaitFor(15*time.Second, "the filter", rows+`.length === 10 && document.getElementById('peers-range').textContent.startsWith('1–10 of 10 matching')`)
 	tab.Do(5*time.Second, chromedp.SetValue(chromedp.ID("peers-q"), "nobody"), chromedp.SendKeys(chromedp.ID("peers-q"), "x"))
-	tab.WaitFor(3*time.Second, "no match", `!document.getElementById('peers-empty').hidden && document.getElementById('peers-empty').textContent.includes('nobodyx')`)
+	tab.WaitFor(15*time.Second, "no match", `!document.getElementById('peers-empty').hidden && document.getElementById('peers-empty').textContent.includes('nobodyx')`)
 	tab.Screenshot("no-match")
 
 	if p := tab.Problems(); len(p) > 0 {
@@ -395,7 +395,7 @@ func TestUIOnAPhone(t *testing.T) {
 	serve(t, newHandler(t, src), ln)
 	tab := b.NewTab(t, 390, 844)
 	tab.Navigate("http://" + ln.Addr().String() + "/ui/")
-	tab.WaitFor(5*time.Second, "the page", `document.getElementById('conn').textContent === 'Live'`)
+	tab.WaitFor(15*time.Second, "the page", `document.getElementById('conn').textContent === 'Live'`)
 	if w := uitest.Eval[[]int](tab, `[document.documentElement.scrollWidth, window.innerWidth]`); w[0] > w[1] {
 		t.Errorf("the page is %d px wide on a %d px phone: it scrolls sideways", w[0], w[1])
 	}
@@ -422,8 +422,8 @@ func TestUIReconnects(t *testing.T) {
 	tab := b.NewTab(t, 1280, 900)
 	tab.Navigate("http://" + addr + "/ui/")
 	conn := `document.getElementById('conn').textContent`
-	tab.WaitFor(5*time.Second, "the page", conn+` === 'Live'`)
-	tab.WaitFor(3*time.Second, "two failures", `document.querySelectorAll('#failures-table tbody tr').length === 2`)
+	tab.WaitFor(15*time.Second, "the page", conn+` === 'Live'`)
+	tab.WaitFor(15*time.Second, "two failures", `document.querySelectorAll('#failures-table tbody tr').length === 2`)
 
 	stop()
 	tab.WaitFor(8*time.Second, "the page to say the node is gone", conn+`.startsWith('Cannot reach the node since')`)
@@ -436,12 +436,12 @@ func TestUIReconnects(t *testing.T) {
 		s.Events.Failures = []ui.Failure{{Seq: 1, Time: time.Now(), RequestID: "req-after-restart", Route: "get_time", Peer: "web-1", Kind: "no_route", Message: "no handler"}}
 	})
 	serve(t, newHandler(t, src), listen(t, addr))
-	took := tab.WaitFor(5*time.Second, "the page to come back", conn+` === 'Live'`)
+	took := tab.WaitFor(15*time.Second, "the page to come back", conn+` === 'Live'`)
 	notice := uitest.Eval[string](tab, `document.getElementById('notice').hidden ? '' : document.getElementById('notice').textContent`)
 	if !strings.Contains(notice, "Reconnected at") || !strings.Contains(notice, "The node restarted at") {
 		t.Errorf("notice = %q, want it to say the page reconnected and the node restarted", notice)
 	}
-	tab.WaitFor(3*time.Second, "only the new run's failures", `[...document.querySelectorAll('#failures-table tbody tr')].map(r => r.dataset.requestId).join() === 'req-after-restart'`)
+	tab.WaitFor(15*time.Second, "only the new run's failures", `[...document.querySelectorAll('#failures-table tbody tr')].map(r => r.dataset.requestId).join() === 'req-after-restart'`)
 	t.Logf("back %v after the new server started", took.Round(time.Millisecond))
 	tab.Screenshot("node-back")
 }

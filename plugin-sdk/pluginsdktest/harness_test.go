@@ -23,13 +23,13 @@ func TestHarness(t *testing.T) {
 	})
 	h := pluginsdktest.Start(t, p, pluginsdktest.Options{Node: pluginsdk.Node{Role: "client", Name: "c1"}})
 
-	if got := h.Get(t, "hello", "world"); string(got.Body) != `{"hello_from_client":"world from "}` {
+	if got := h.Get(t, "hello", "world"); string(got.Body) != "{\"hello_from_client\":\"world from \"}\n" {
 		t.Errorf("Get(hello, world) = %s", got.Body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := h.Call(ctx, pluginsdktest.Request{Noun: "hello", Args: []string{"you"}, Peer: "hub"})
-	if err != nil || string(resp.Body) != `{"hello_from_client":"you from hub"}` {
+	if err != nil || string(resp.Body) != "{\"hello_from_client\":\"you from hub\"}\n" {
 		t.Errorf("Call(hello, you) = %+v, %v", resp, err)
 	}
 }

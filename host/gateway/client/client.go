@@ -27,13 +27,6 @@ import (
 	"github.com/restpipe/restpipe/host"
 )
 
-// The gateway's headers.
-const (
-	headerTimeout    = "X-Event-Timeout"
-	headerReturnCode = "X-Event-Return-Code"
-	headerErrorKind  = "X-Event-Error-Kind"
-)
-
 // Client calls one node's gateway. It is safe for concurrent use.
 type Client struct {
 	base string // scheme and host of every request
@@ -166,7 +159,7 @@ type NotGatewayError struct {
 
 func (e *NotGatewayError) Error() string {
 	return fmt.Sprintf("restpipe: HTTP %d %s without %s: not a restpipe gateway's answer: %.200q",
-		e.Status, http.StatusText(e.Status), headerReturnCode, e.Body)
+		e.Status, http.StatusText(e.Status), host.HeaderReturnCode, e.Body)
 }
 
 // Do sends req. It returns the handler's Response, whatever its status, an
@@ -194,20 +187,20 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 		hr.Header.Set("Content-Type", req.ContentType)
 	}
 	if req.Timeout > 0 {
-		hr.Header.Set(headerTimeout, req.Timeout.String())
+		hr.Header.Set(host.HeaderTimeout, req.Timeout.String())
 	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
 		return nil, err
 	}
-	rc := resp.Header.Get(headerReturnCode)
+	rc := resp.Header.Get(host.HeaderReturnCode)
 	if rc == "" {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, &NotGatewayError{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 	}
 	code, _ := strconv.Atoi(rc)
-	if kind := resp.Header.Get(headerErrorKind); kind != "" {
+	if kind := resp.Header.Get(host.HeaderErrorKind); kind != "" {
 		defer resp.Body.Close()
 		return nil, decodeError(resp, host.Kind(kind), code)
 	}
@@ -218,12 +211,7 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 // decodeError reads a gateway error body.
 func decodeError(resp *http.Response, kind host.Kind, code int) *Error {
 	e := &Error{Kind: kind, Status: resp.StatusCode, ReturnCode: code}
-	var body struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-		Exception *host.Exception `json:"exception"`
-	}
+	var body host.ErrorBody
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if json.Unmarshal(b, &body) == nil {
 		e.Message, e.Exception = body.Error.Message, body.Exception

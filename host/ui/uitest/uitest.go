@@ -4,7 +4,7 @@
 // screenshots.
 //
 // Chromium is found on the PATH (chromium, chromium-browser, google-chrome)
-// or at /usr/bin/chromium, Debian's package, which `go tool task deps`
+// or at /usr/bin/chromium, Debian's package, which `go tool -modfile=cmd/task.mod task deps`
 // installs when run as root. Without one, Start skips the test with a
 // message saying how to get it. The browser runs headless, without a
 // sandbox or GPU, with a fresh profile in the test's temporary directory and
@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,7 @@ func Start(t testing.TB, opts Options) *Browser {
 	t.Helper()
 	bin := ChromiumPath()
 	if bin == "" {
-		t.Skip("chromium is not installed: apt-get install chromium (the test task does it as root: go tool task deps)")
+		t.Skip("chromium is not installed: apt-get install chromium (the test task does it as root: go tool -modfile=cmd/task.mod task deps)")
 	}
 	b := &Browser{shotDir: opts.ShotDir, out: &lockedBuffer{}}
 	if b.shotDir == "" {
@@ -176,6 +177,17 @@ func (tab *Tab) Do(timeout time.Duration, actions ...chromedp.Action[chromedp.Vo
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		tab.t.Fatalf("chromium: %v%s", err, tab.consoleNote())
 	}
+}
+
+// Click waits up to 15 s for the element selector (a CSS selector) to be
+// on the page, then clicks it as a user would, through its click()
+// (chromedp's mouse click aims at where the element was when it looked,
+// which a page re-rendering every second on a loaded machine can move).
+func (tab *Tab) Click(selector string) {
+	tab.t.Helper()
+	sel := strconv.Quote(selector)
+	tab.WaitFor(15*time.Second, selector, `document.querySelector(`+sel+`) !== null`)
+	Run(tab, 15*time.Second, chromedp.Evaluate[bool](`(document.querySelector(`+sel+`).click(), true)`))
 }
 
 // Run runs one action and returns its value, failing the test after

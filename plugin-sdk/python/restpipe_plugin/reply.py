@@ -44,7 +44,7 @@ class Reply:
         elif isinstance(body, str):
             self.body, self.content_type = body.encode("utf-8"), content_type if content_type is not None else TEXT
         else:
-            self.body = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            self.body = json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
             self.content_type = content_type if content_type is not None else JSON
 
     @classmethod

@@ -107,14 +107,14 @@ class ReplyTest(unittest.TestCase):
 
     def test_conversions(self):
         for value, ctype, body in [
-            ({"a": [1, 2]}, "application/json", b'{"a":[1,2]}'),
-            ([1, "x"], "application/json", b'[1,"x"]'),
-            (3.5, "application/json", b"3.5"),
+            ({"a": [1, 2]}, "application/json", b'{"a":[1,2]}\n'),
+            ([1, "x"], "application/json", b'[1,"x"]\n'),
+            (3.5, "application/json", b"3.5\n"),
             ("héllo", "text/plain; charset=utf-8", "héllo".encode()),
             (b"\x00\x01", "application/octet-stream", b"\x00\x01"),
             (None, "", b""),
             (Reply("csv,1", content_type="text/csv", status=202, code=9), "text/csv", b"csv,1"),
-            (Reply({"k": 1}, status=201), "application/json", b'{"k":1}'),
+            (Reply({"k": 1}, status=201), "application/json", b'{"k":1}\n'),
         ]:
             r = self.call(value)
             self.assertIsNone(r.failure, value)

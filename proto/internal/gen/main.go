@@ -17,12 +17,13 @@
 // compiler version unset, so the generated headers read "protoc (unknown)"
 // rather than claiming a protoc release that never ran.
 //
-// Usage, from anywhere inside the module:
+// Usage, from the repository's root (proto/ is a module of its own, so
+// that plugins importing its packages need nothing else of the daemon's):
 //
-//	go run ./proto/internal/gen [-root dir] [-out dir]
+//	go -C proto run ./internal/gen [-root dir] [-out dir]
 //
 // The -root flag names the directory whose .proto files are compiled, with
-// import paths relative to it (default: proto/ at the module root). The -out
+// import paths relative to it (default: the proto module's root). The -out
 // flag names the directory the generated files are written to (default: the
 // -root directory). Files are written only when every plugin succeeded.
 // Generated files whose .proto source was removed are not deleted; the test in
@@ -30,7 +31,7 @@
 //
 // The -python flag names the directory the Python SDK's protobuf modules are
 // written to (python.go). By default they go to
-// plugin-sdk/python/restpipe_plugin/_proto in the module root when neither
+// ../plugin-sdk/python/restpipe_plugin/_proto from the module root when neither
 // -root nor -out is given, and nowhere otherwise.
 package main
 
@@ -48,11 +49,11 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("gen: ")
 
-	root := flag.String("root", "", "`dir`ectory holding the .proto sources, the root of their import paths (default: proto/ in the module root)")
+	root := flag.String("root", "", "`dir`ectory holding the .proto sources, the root of their import paths (default: the proto module's root)")
 	out := flag.String("out", "", "`dir`ectory to write generated files to (default: the -root directory)")
 	python := flag.String("python", "", "`dir`ectory to write the Python SDK's modules to (default: "+pythonDir+" when neither -root nor -out is given)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./proto/internal/gen [-root dir] [-out dir] [-python dir]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go -C proto run ./internal/gen [-root dir] [-out dir] [-python dir]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -101,7 +102,7 @@ func newConfig(root, out string) (config, error) {
 		return config{}, err
 	}
 	if root == "" {
-		root = filepath.Join(modRoot, "proto")
+		root = modRoot
 	}
 	if out == "" {
 		out = root

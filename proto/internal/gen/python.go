@@ -38,10 +38,10 @@ import (
 )
 
 // pythonPackage is the Python package the generated modules live in, as
-// imported, and pythonDir its directory under the module root.
+// imported, and pythonDir its directory relative to the proto module's root.
 const (
 	pythonPackage = "restpipe_plugin._proto"
-	pythonDir     = "plugin-sdk/python/restpipe_plugin/_proto"
+	pythonDir     = "../plugin-sdk/python/restpipe_plugin/_proto"
 )
 
 // pythonModule is one generated Python module: the .proto file it holds

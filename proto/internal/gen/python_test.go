@@ -31,7 +31,7 @@ func TestPythonCodeUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := filepath.Join(modRoot, "proto")
+	root := modRoot
 	names, err := findProtos(root)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestPythonCodeUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(modRoot, filepath.FromSlash(pythonDir))
-	const regenerate = "regenerate with: go run ./proto/internal/gen (from the module root)"
+	const regenerate = "regenerate with: go -C proto run ./internal/gen (from the repository root)"
 	var want []string
 	for _, f := range files {
 		want = append(want, f.Name)
@@ -78,7 +78,7 @@ func TestPythonModulesCarryTheDescriptors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := compile(context.Background(), filepath.Join(modRoot, "proto"), []string{"plugin/v1/plugin.proto"})
+	req, err := compile(context.Background(), modRoot, []string{"plugin/v1/plugin.proto"})
 	if err != nil {
 		t.Fatal(err)
 	}
