@@ -736,3 +736,30 @@ func dialForward(t testing.TB, dir, name, server, addr string) error {
 	_, err = pool.Session(ctx, server, addr)
 	return err
 }
+
+// TestClusterPolicySeesOriginalCaller: a client's policy is checked
+// against the server whose gateway took the event, carried over the
+// forward link, never against the server that relayed it: c1, linked to
+// s2, allows only s1; an event from s1's gateway (forwarded by s2 to c1)
+// passes, one from s2's own gateway is forbidden.
+func TestClusterPolicySeesOriginalCaller(t *testing.T) {
+	t.Parallel()
+	m := startMembers(t, 2, []string{"c1"})
+	policy := writePolicyFile(t, t.TempDir(), `allow {
+  peers  = ["s1"]
+  routes = ["get_echo"]
+}
+`)
+	p := startProc(t, "c1", nil, append([]string{"client", "--server", m.servers[1].link, "--plugins", m.plugins, "--policy", policy},
+		identityFlags(m.dir, "c1")...)...)
+	p.waitLog(0, 20*time.Second, "link up", nil)
+	hc := &http.Client{Timeout: 20 * time.Second}
+	if err := echoVia(hc, m.servers[0], "c1", 10*time.Second); err != nil {
+		t.Errorf("s1 -> s2 -> c1 (allowed: the caller is s1): %v", err)
+	}
+	err := echoVia(hc, m.servers[1], "c1", 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "status 403") || !strings.Contains(err.Error(), `"kind":"forbidden"`) {
+		t.Errorf("s2 -> c1 (the caller is s2, not allowed): %v, want 403 forbidden", err)
+	}
+	p.waitLog(0, 10*time.Second, "event refused by policy", func(l logLine) bool { return l.str("peer") == "s2" })
+}
