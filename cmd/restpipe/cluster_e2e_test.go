@@ -763,3 +763,59 @@ func TestClusterPolicySeesOriginalCaller(t *testing.T) {
 	}
 	p.waitLog(0, 10*time.Second, "event refused by policy", func(l logLine) bool { return l.str("peer") == "s2" })
 }
+
+// TestClusterDeadlineAndCancelCrossBothHops: a forwarded event keeps its
+// request id on every node, its deadline ends it on time, and a caller
+// hanging up cancels the handler on the client two hops away.
+func TestClusterDeadlineAndCancelCrossBothHops(t *testing.T) {
+	t.Parallel()
+	m := startMembers(t, 2, []string{"c1"})
+	c1 := m.startClient("c1", m.servers[1].link) // held by s2, called on s1
+	s1 := m.servers[0]
+
+	// The deadline: 1 s on a handler that would sleep 10 s.
+	mark := c1.mark()
+	req, _ := http.NewRequest("GET", "http://"+s1.http+"/client/c1/echo?sleep=10s", nil)
+	req.Header.Set("X-Event-Timeout", "1s")
+	req.Header.Set("X-Request-Id", "deadline-1")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode != 504 || !strings.Contains(string(body), `"kind":"timeout"`) || took > 4*time.Second {
+		t.Errorf("forwarded event with a 1s deadline: %d %s after %v, want 504 timeout after about 1s", resp.StatusCode, body, took)
+	}
+	if id := resp.Header.Get("X-Request-Id"); id != "deadline-1" {
+		t.Errorf("X-Request-Id = %q, want deadline-1", id)
+	}
+	c1.waitLog(mark, 5*time.Second, "event from peer", func(l logLine) bool {
+		return l.str("request_id") == "deadline-1" && l.str("kind") != ""
+	})
+
+	// Cancellation: the caller hangs up after 300 ms of a 30 s sleep; the
+	// handler on c1 ends at once, canceled.
+	mark = c1.mark()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://"+s1.http+"/client/c1/echo?sleep=30s", nil)
+	req.Header.Set("X-Request-Id", "cancel-1")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	hungUp := time.Now()
+	cancel()
+	<-done
+	l := c1.waitLog(mark, 5*time.Second, "event from peer", func(l logLine) bool { return l.str("request_id") == "cancel-1" })
+	t.Logf("handler on c1 ended %v after the caller hung up on s1, kind %q", time.Since(hungUp).Round(time.Millisecond), l.str("kind"))
+	if k := l.str("kind"); k != "canceled" {
+		t.Errorf("the handler on c1 ended with %q, want canceled", k)
+	}
+}
