@@ -488,11 +488,37 @@ func TestClusterDuplicateIdentity(t *testing.T) {
 	t.Parallel()
 	m := startMembers(t, 2, []string{"c1"})
 	old := m.startClient("c1", m.servers[0].link)
+	// An event in flight on the older link when the newer one wins fails
+	// with link_lost.
+	inflight := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+m.servers[0].http+"/client/c1/echo?sleep=20s", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			inflight <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inflight <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	m.waitFor(5*time.Second, "the event in flight on the older link", func() bool {
+		st, err := m.status(m.servers[0])
+		return err == nil && slices.ContainsFunc(st.Peers, func(p peerStatus) bool { return p.Name == "c1" && p.EventsOut == 1 })
+	})
 	mark := old.mark()
 	start := time.Now()
 	m.startClient("c1", m.servers[1].link)
 	old.waitLog(mark, 2*time.Second, "link down", nil)
 	took := time.Since(start)
+	select {
+	case got := <-inflight:
+		if !strings.HasPrefix(got, "502 ") || !strings.Contains(got, `"kind":"link_lost"`) {
+			t.Errorf("the event in flight on the replaced link: %s, want 502 link_lost", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the event in flight on the replaced link did not end within 5 s")
+	}
 	m.waitFor(2*time.Second, "s1 no longer lists c1", func() bool {
 		st, err := m.status(m.servers[0])
 		return err == nil && !slices.ContainsFunc(st.Peers, func(p peerStatus) bool { return p.Name == "c1" })
