@@ -845,3 +845,55 @@ func TestClusterDeadlineAndCancelCrossBothHops(t *testing.T) {
 		t.Errorf("the handler on c1 ended with %q, want canceled", k)
 	}
 }
+
+// TestClusterDrainHandsClientsOver: SIGTERM on the server holding a client
+// while an event forwarded from another server is in flight to it: the
+// event finishes, the client relinks to the other server, and the drained
+// server exits 0.
+func TestClusterDrainHandsClientsOver(t *testing.T) {
+	t.Parallel()
+	m := startMembers(t, 2, []string{"c1"})
+	m.startClient("c1", "")
+	var holder, other *member
+	m.waitFor(10*time.Second, "c1 held", func() bool { holder = m.holder("c1"); return holder != nil })
+	other = m.servers[0]
+	if holder == other {
+		other = m.servers[1]
+	}
+	result := make(chan error, 1)
+	go func() { result <- echoSleep(other, "c1", "2s") }()
+	m.waitFor(5*time.Second, "the event in flight on "+holder.name, func() bool {
+		st, err := m.status(holder)
+		return err == nil && slices.ContainsFunc(st.Peers, func(p peerStatus) bool { return p.Name == "c1" && p.EventsOut == 1 })
+	})
+	mark := holder.p.mark()
+	holder.p.signal(syscall.SIGTERM)
+	holder.p.waitLog(mark, 5*time.Second, "left the cluster: its clients are told to relink elsewhere", nil)
+	if err := <-result; err != nil {
+		t.Errorf("the event in flight across the drain: %v, want its reply", err)
+	}
+	if code := holder.p.wait(20 * time.Second); code != 0 {
+		t.Errorf("%s exited %d after SIGTERM, want 0", holder.name, code)
+	}
+	holder.p = nil
+	m.servers = []*member{other}
+	m.waitFor(15*time.Second, "c1 linked to "+other.name, func() bool { return m.holder("c1") == other })
+	if err := echoVia(&http.Client{Timeout: 10 * time.Second}, other, "c1", 5*time.Second); err != nil {
+		t.Errorf("c1 through %s after the drain: %v", other.name, err)
+	}
+}
+
+// echoSleep sends GET /client/<client>/echo?sleep=d to server sm and wants
+// a 200 reply.
+func echoSleep(sm *member, client, d string) error {
+	resp, err := http.Get("http://" + sm.http + "/client/" + client + "/echo?sleep=" + d)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return nil
+}
