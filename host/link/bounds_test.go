@@ -458,3 +458,16 @@ func TestEventsWaitForAStream(t *testing.T) {
 		t.Errorf("event after the blocked ones = %q, %v", got, err)
 	}
 }
+
+func TestShortestRTT(t *testing.T) {
+	for _, tc := range []struct{ hello, tls, want time.Duration }{
+		{6 * time.Millisecond, time.Millisecond, time.Millisecond}, // a hello delayed by the scheduler
+		{time.Millisecond, 0, time.Millisecond},                    // no TLS sample
+		{time.Millisecond, 3 * time.Millisecond, time.Millisecond},
+		{10 * time.Millisecond, 12 * time.Millisecond, 10 * time.Millisecond}, // a WAN: both span the path
+	} {
+		if got := shortestRTT(tc.hello, tc.tls); got != tc.want {
+			t.Errorf("shortestRTT(%v, %v) = %v, want %v", tc.hello, tc.tls, got, tc.want)
+		}
+	}
+}
