@@ -93,6 +93,7 @@ func dialSession(ctx context.Context, cfg *Config, ymx *yamuxConfigs, dial func(
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
 	tlsConn := tls.Client(&batchConn{Conn: conn}, tc)
+	tlsStart := time.Now()
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", cand.addr, err)
@@ -103,7 +104,8 @@ func dialSession(ctx context.Context, cfg *Config, ymx *yamuxConfigs, dial func(
 		conn.Close()
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	welcome, err := clientHelloKind(tlsConn, cfg, forward)
+	tlsTime := time.Since(tlsStart)
+	welcome, err := clientHelloKind(tlsConn, cfg, forward, tlsTime)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("hello with %s: %w", cand.addr, err)

@@ -47,12 +47,14 @@ type hello struct {
 // whose handshake is complete: Hello, the server's Welcome, then Ready. The
 // time from Hello to Welcome is the client's measure of the round trip.
 func clientHello(conn net.Conn, cfg *Config) (hello, error) {
-	return clientHelloKind(conn, cfg, false)
+	return clientHelloKind(conn, cfg, false, 0)
 }
 
 // clientHelloKind is clientHello, asking for a forward link (a cluster's
-// server-to-server link) when forward is set.
-func clientHelloKind(conn net.Conn, cfg *Config, forward bool) (hello, error) {
+// server-to-server link) when forward is set. tlsTime, when not 0, is how
+// long the TLS handshake before it took, a second sample of the round trip
+// (see shortestRTT).
+func clientHelloKind(conn net.Conn, cfg *Config, forward bool, tlsTime time.Duration) (hello, error) {
 	software, maxHeader := cfg.Software, cfg.MaxHeaderSize
 	hl := &linkv1.Hello{
 		ProtocolVersion:    ProtocolVersion,
@@ -68,7 +70,7 @@ func clientHelloKind(conn net.Conn, cfg *Config, forward bool) (hello, error) {
 	if err := readExact(conn, maxHeader, &w); err != nil {
 		return hello{}, fmt.Errorf("read welcome: %w", err)
 	}
-	rtt := time.Since(start)
+	rtt := shortestRTT(time.Since(start), tlsTime)
 	if w.Refusal != "" {
 		return hello{}, fmt.Errorf("%w by the server: %s", ErrRefused, sanitize(w.Refusal, 512))
 	}
@@ -100,13 +102,13 @@ func clientHelloKind(conn net.Conn, cfg *Config, forward bool) (hello, error) {
 // waits for the client's Ready. The time from Welcome to Ready is the
 // server's own measure of the round trip: it never trusts the client's.
 func serverHello(conn net.Conn, cfg *Config) (hello, error) {
-	return serverHelloCheck(conn, cfg, nil)
+	return serverHelloCheck(conn, cfg, nil, 0)
 }
 
 // serverHelloCheck is serverHello; when the client asks for a forward
 // link, check (nil: refuse every one) returns why it may not have one, or
-// "" to take it.
-func serverHelloCheck(conn net.Conn, cfg *Config, check func() string) (hello, error) {
+// "" to take it. tlsTime is as for clientHelloKind.
+func serverHelloCheck(conn net.Conn, cfg *Config, check func() string, tlsTime time.Duration) (hello, error) {
 	software, maxHeader := cfg.Software, cfg.MaxHeaderSize
 	var h linkv1.Hello
 	if err := readExact(conn, maxHeader, &h); err != nil {
@@ -145,7 +147,7 @@ func serverHelloCheck(conn net.Conn, cfg *Config, check func() string) (hello, e
 	if err := readExact(conn, maxHeader, &r); err != nil {
 		return hello{}, fmt.Errorf("read ready: %w", err)
 	}
-	out := hello{software: sanitize(h.Software, maxSoftware), rtt: time.Since(start), peerStreams: int(r.MaxStreams), forward: h.Forward}
+	out := hello{software: sanitize(h.Software, maxSoftware), rtt: shortestRTT(time.Since(start), tlsTime), peerStreams: int(r.MaxStreams), forward: h.Forward}
 	if out.peerStreams < minPeerStreams {
 		return hello{}, fmt.Errorf("%w: the client lets this server hold %d streams, fewer than %d", ErrRefused, out.peerStreams, minPeerStreams)
 	}
@@ -154,6 +156,20 @@ func serverHelloCheck(conn net.Conn, cfg *Config, check func() string) (hello, e
 		return hello{}, fmt.Errorf("send ack: %w", err)
 	}
 	return out, nil
+}
+
+// shortestRTT is the round trip a link is shaped for: the shorter of the
+// hello's round trip and the TLS handshake's duration (0: not measured).
+// Both span at least one round trip of the path, so neither is ever short
+// of it, proxies and tunnels included; on a loaded machine either can be
+// inflated by the scheduler (a loopback hello measured over 5 ms shaped a
+// link for a WAN: 8 MiB windows, 16 streams), and the shorter of two is
+// less often.
+func shortestRTT(hello, tlsTime time.Duration) time.Duration {
+	if tlsTime > 0 && tlsTime < hello {
+		return tlsTime
+	}
+	return hello
 }
 
 // minPeerStreams is the fewest streams a peer may offer: a hello that

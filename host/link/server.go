@@ -476,9 +476,11 @@ func (s *Server) handshake(conn *pendingConn) (*Session, error) {
 	_ = conn.SetWriteDeadline(conn.deadline)
 	_ = conn.SetReadDeadline(conn.start.Add(s.cfg.FirstByteTimeout))
 	tc := tls.Server(&batchConn{Conn: conn}, s.tls)
+	tlsStart := time.Now()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
+	tlsTime := time.Since(tlsStart)
 	state := tc.ConnectionState()
 	if len(state.PeerCertificates) == 0 || len(state.VerifiedChains) == 0 {
 		return nil, errors.New("client presented no verified certificate")
@@ -495,7 +497,7 @@ func (s *Server) handshake(conn *pendingConn) (*Session, error) {
 			return fmt.Sprintf("a forward link needs a certificate with the server role (restpipe pki issue --role server); that of %q has none", name)
 		}
 		return ""
-	})
+	}, tlsTime)
 	if err != nil {
 		return nil, fmt.Errorf("hello from %s: %w", name, err)
 	}
