@@ -488,11 +488,37 @@ func TestClusterDuplicateIdentity(t *testing.T) {
 	t.Parallel()
 	m := startMembers(t, 2, []string{"c1"})
 	old := m.startClient("c1", m.servers[0].link)
+	// An event in flight on the older link when the newer one wins fails
+	// with link_lost.
+	inflight := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+m.servers[0].http+"/client/c1/echo?sleep=20s", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			inflight <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inflight <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	m.waitFor(5*time.Second, "the event in flight on the older link", func() bool {
+		st, err := m.status(m.servers[0])
+		return err == nil && slices.ContainsFunc(st.Peers, func(p peerStatus) bool { return p.Name == "c1" && p.EventsOut == 1 })
+	})
 	mark := old.mark()
 	start := time.Now()
 	m.startClient("c1", m.servers[1].link)
 	old.waitLog(mark, 2*time.Second, "link down", nil)
 	took := time.Since(start)
+	select {
+	case got := <-inflight:
+		if !strings.HasPrefix(got, "502 ") || !strings.Contains(got, `"kind":"link_lost"`) {
+			t.Errorf("the event in flight on the replaced link: %s, want 502 link_lost", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the event in flight on the replaced link did not end within 5 s")
+	}
 	m.waitFor(2*time.Second, "s1 no longer lists c1", func() bool {
 		st, err := m.status(m.servers[0])
 		return err == nil && !slices.ContainsFunc(st.Peers, func(p peerStatus) bool { return p.Name == "c1" })
@@ -735,4 +761,139 @@ func dialForward(t testing.TB, dir, name, server, addr string) error {
 	defer cancel()
 	_, err = pool.Session(ctx, server, addr)
 	return err
+}
+
+// TestClusterPolicySeesOriginalCaller: a client's policy is checked
+// against the server whose gateway took the event, carried over the
+// forward link, never against the server that relayed it: c1, linked to
+// s2, allows only s1; an event from s1's gateway (forwarded by s2 to c1)
+// passes, one from s2's own gateway is forbidden.
+func TestClusterPolicySeesOriginalCaller(t *testing.T) {
+	t.Parallel()
+	m := startMembers(t, 2, []string{"c1"})
+	policy := writePolicyFile(t, t.TempDir(), `allow {
+  peers  = ["s1"]
+  routes = ["get_echo"]
+}
+`)
+	p := startProc(t, "c1", nil, append([]string{"client", "--server", m.servers[1].link, "--plugins", m.plugins, "--policy", policy},
+		identityFlags(m.dir, "c1")...)...)
+	p.waitLog(0, 20*time.Second, "link up", nil)
+	hc := &http.Client{Timeout: 20 * time.Second}
+	if err := echoVia(hc, m.servers[0], "c1", 10*time.Second); err != nil {
+		t.Errorf("s1 -> s2 -> c1 (allowed: the caller is s1): %v", err)
+	}
+	err := echoVia(hc, m.servers[1], "c1", 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "status 403") || !strings.Contains(err.Error(), `"kind":"forbidden"`) {
+		t.Errorf("s2 -> c1 (the caller is s2, not allowed): %v, want 403 forbidden", err)
+	}
+	p.waitLog(0, 10*time.Second, "event refused by policy", func(l logLine) bool { return l.str("peer") == "s2" })
+}
+
+// TestClusterDeadlineAndCancelCrossBothHops: a forwarded event keeps its
+// request id on every node, its deadline ends it on time, and a caller
+// hanging up cancels the handler on the client two hops away.
+func TestClusterDeadlineAndCancelCrossBothHops(t *testing.T) {
+	t.Parallel()
+	m := startMembers(t, 2, []string{"c1"})
+	c1 := m.startClient("c1", m.servers[1].link) // held by s2, called on s1
+	s1 := m.servers[0]
+
+	// The deadline: 1 s on a handler that would sleep 10 s.
+	mark := c1.mark()
+	req, _ := http.NewRequest("GET", "http://"+s1.http+"/client/c1/echo?sleep=10s", nil)
+	req.Header.Set("X-Event-Timeout", "1s")
+	req.Header.Set("X-Request-Id", "deadline-1")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode != 504 || !strings.Contains(string(body), `"kind":"timeout"`) || took > 4*time.Second {
+		t.Errorf("forwarded event with a 1s deadline: %d %s after %v, want 504 timeout after about 1s", resp.StatusCode, body, took)
+	}
+	if id := resp.Header.Get("X-Request-Id"); id != "deadline-1" {
+		t.Errorf("X-Request-Id = %q, want deadline-1", id)
+	}
+	c1.waitLog(mark, 5*time.Second, "event from peer", func(l logLine) bool {
+		return l.str("request_id") == "deadline-1" && l.str("kind") != ""
+	})
+
+	// Cancellation: the caller hangs up after 300 ms of a 30 s sleep; the
+	// handler on c1 ends at once, canceled.
+	mark = c1.mark()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://"+s1.http+"/client/c1/echo?sleep=30s", nil)
+	req.Header.Set("X-Request-Id", "cancel-1")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	hungUp := time.Now()
+	cancel()
+	<-done
+	l := c1.waitLog(mark, 5*time.Second, "event from peer", func(l logLine) bool { return l.str("request_id") == "cancel-1" })
+	t.Logf("handler on c1 ended %v after the caller hung up on s1, kind %q", time.Since(hungUp).Round(time.Millisecond), l.str("kind"))
+	if k := l.str("kind"); k != "canceled" {
+		t.Errorf("the handler on c1 ended with %q, want canceled", k)
+	}
+}
+
+// TestClusterDrainHandsClientsOver: SIGTERM on the server holding a client
+// while an event forwarded from another server is in flight to it: the
+// event finishes, the client relinks to the other server, and the drained
+// server exits 0.
+func TestClusterDrainHandsClientsOver(t *testing.T) {
+	t.Parallel()
+	m := startMembers(t, 2, []string{"c1"})
+	m.startClient("c1", "")
+	var holder, other *member
+	m.waitFor(10*time.Second, "c1 held", func() bool { holder = m.holder("c1"); return holder != nil })
+	other = m.servers[0]
+	if holder == other {
+		other = m.servers[1]
+	}
+	result := make(chan error, 1)
+	go func() { result <- echoSleep(other, "c1", "2s") }()
+	m.waitFor(5*time.Second, "the event in flight on "+holder.name, func() bool {
+		st, err := m.status(holder)
+		return err == nil && slices.ContainsFunc(st.Peers, func(p peerStatus) bool { return p.Name == "c1" && p.EventsOut == 1 })
+	})
+	mark := holder.p.mark()
+	holder.p.signal(syscall.SIGTERM)
+	holder.p.waitLog(mark, 5*time.Second, "left the cluster: its clients are told to relink elsewhere", nil)
+	if err := <-result; err != nil {
+		t.Errorf("the event in flight across the drain: %v, want its reply", err)
+	}
+	if code := holder.p.wait(20 * time.Second); code != 0 {
+		t.Errorf("%s exited %d after SIGTERM, want 0", holder.name, code)
+	}
+	holder.p = nil
+	m.servers = []*member{other}
+	m.waitFor(15*time.Second, "c1 linked to "+other.name, func() bool { return m.holder("c1") == other })
+	if err := echoVia(&http.Client{Timeout: 10 * time.Second}, other, "c1", 5*time.Second); err != nil {
+		t.Errorf("c1 through %s after the drain: %v", other.name, err)
+	}
+}
+
+// echoSleep sends GET /client/<client>/echo?sleep=d to server sm and wants
+// a 200 reply.
+func echoSleep(sm *member, client, d string) error {
+	resp, err := http.Get("http://" + sm.http + "/client/" + client + "/echo?sleep=" + d)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return nil
 }

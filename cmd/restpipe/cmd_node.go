@@ -145,12 +145,8 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 		}
 	}
 	if role == "server" {
-		cfg.Cluster.Join, cfg.Cluster.NATS = splitList(nf.clusterJoin), splitList(nf.clusterNATS)
-		if cfg.Cluster.Listen == "" && len(cfg.Cluster.Join) > 0 {
-			return errors.New("--cluster-join needs --cluster-listen")
-		}
-		if cfg.Cluster.Listen != "" && len(cfg.Cluster.NATS) > 0 {
-			return errors.New("--cluster-listen (an embedded NATS) and --cluster-nats (an external one) exclude each other")
+		if cfg.Cluster, err = nf.cluster(); err != nil {
+			return err
 		}
 	}
 	if nf.checksumsFile != "" {
@@ -180,6 +176,19 @@ func runNode(ctx context.Context, role string, args []string, stderr io.Writer, 
 	stopHUP := reloadOnHUP(cfg.Store, log, n.reloadPolicy)
 	defer stopHUP()
 	return n.run(ctx)
+}
+
+// cluster returns a server's cluster settings from its flags.
+func (nf *nodeFlags) cluster() (clusterConfig, error) {
+	cc := nf.cfg.Cluster
+	cc.Join, cc.NATS = splitList(nf.clusterJoin), splitList(nf.clusterNATS)
+	switch {
+	case cc.Listen == "" && len(cc.Join) > 0:
+		return cc, errors.New("--cluster-join needs --cluster-listen")
+	case cc.Listen != "" && len(cc.NATS) > 0:
+		return cc, errors.New("--cluster-listen (an embedded NATS) and --cluster-nats (an external one) exclude each other")
+	}
+	return cc, nil
 }
 
 // defaultGOMAXPROCS is the --gomaxprocs default: half the CPUs, at least

@@ -141,8 +141,12 @@ func New(cfg Config) (*Cluster, error) {
 		eng.close()
 		return nil, fmt.Errorf("cluster: subscribe to the members subject: %w", err)
 	}
-	if err := eng.nc.Flush(); err != nil {
-		c.log.Warn("NATS flush at start", "error", err)
+	if eng.nc.IsConnected() {
+		// The subscription is at the server before New returns; without a
+		// connection yet (an external NATS retried), it is sent on connect.
+		if err := eng.nc.FlushTimeout(cfg.LookupTimeout); err != nil {
+			c.log.Warn("NATS flush at start", "error", err)
+		}
 	}
 	c.wg.Add(1)
 	go c.pollMembers()
@@ -534,8 +538,10 @@ func (c *Cluster) Leave() {
 	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
-	if err := c.eng.nc.Flush(); err != nil {
-		c.log.Warn("NATS flush while leaving", "error", err)
+	if c.eng.nc.IsConnected() {
+		if err := c.eng.nc.FlushTimeout(c.cfg.LookupTimeout); err != nil {
+			c.log.Warn("NATS flush while leaving", "error", err)
+		}
 	}
 	c.log.Info("left the cluster: its clients are told to relink elsewhere", "clients", len(subs))
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -290,3 +292,22 @@ func TestNewer(t *testing.T) {
 }
 
 type holderT = clusterv1.Holder
+
+// TestClusterCloseLeavesNothing: Close stops every goroutine the cluster
+// and its NATS server started.
+func TestClusterCloseLeavesNothing(t *testing.T) {
+	base := runtime.NumGoroutine()
+	ca := newCA(t)
+	fw := &fakeForwarder{members: map[string]*Cluster{}}
+	ms := startMembers(t, ca, fw, []string{"g1", "g2"}, nil)
+	waitFor(t, 10*time.Second, "two members", func() bool { return ms[0].MembersUp() == 2 && ms[1].MembersUp() == 2 })
+	for i := range 50 {
+		ms[i%2].Claim(fmt.Sprint("client-", i), newFakeLink("x"))
+	}
+	for _, m := range ms {
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "goroutines back to where they were", func() bool { return runtime.NumGoroutine() <= base+2 })
+}
