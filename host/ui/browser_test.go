@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -444,4 +445,52 @@ func TestUIReconnects(t *testing.T) {
 	tab.WaitFor(15*time.Second, "only the new run's failures", `[...document.querySelectorAll('#failures-table tbody tr')].map(r => r.dataset.requestId).join() === 'req-after-restart'`)
 	t.Logf("back %v after the new server started", took.Round(time.Millisecond))
 	tab.Screenshot("node-back")
+}
+
+// TestUIPagingWhileAPollIsOnItsWay pages while a poll for the page shown
+// is still on its way (a slow node: 10,000 peers on a loaded machine). Its
+// answer must not take the view back to the old page: it once did, and
+// the click was lost.
+func TestUIPagingWhileAPollIsOnItsWay(t *testing.T) {
+	b := uitest.Start(t, shotDir())
+	src := &source{}
+	src.snap, _ = clusterNode(time.Now())
+	src.snap.Cluster = nil
+	for i := range 200 {
+		src.peers = append(src.peers, ui.Peer{Name: fmt.Sprintf("client-%05d", i), ConnectedSince: time.Now(), Software: "restpipe"})
+	}
+	// Once held is set, polls of the first page wait for release.
+	var held atomic.Bool
+	entered, release := make(chan struct{}, 16), make(chan struct{})
+	h := newHandler(t, src)
+	ln := listen(t, "127.0.0.1:0")
+	serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if held.Load() && strings.HasSuffix(r.URL.Path, "/api/state") && r.URL.Query().Get("peers_offset") == "0" {
+			entered <- struct{}{}
+			<-release
+		}
+		h.ServeHTTP(w, r)
+	}), ln)
+	tab := b.NewTab(t, 1280, 900)
+	tab.Navigate("http://" + ln.Addr().String() + "/ui/")
+	firstName := `document.querySelector('#peers-table tbody tr td').textContent`
+	tab.WaitFor(15*time.Second, "the first page", firstName+` === 'client-00000'`)
+
+	held.Store(true)
+	select {
+	case <-entered: // a poll of the first page is on its way
+	case <-time.After(15 * time.Second):
+		t.Fatal("no poll of the first page came")
+	}
+	tab.Click(`#peers-next`)
+	held.Store(false)
+	close(release)
+	tab.WaitFor(15*time.Second, "the second page", `document.getElementById('peers-range').textContent === '51–100 of 200' && `+firstName+` === 'client-00050'`)
+	// And it stays: the next polls ask for the page shown.
+	polls := `performance.getEntriesByType('resource').filter(e => e.name.includes('api/state')).length`
+	n := uitest.Eval[int](tab, polls)
+	tab.WaitFor(15*time.Second, "two more polls", fmt.Sprintf("%s >= %d", polls, n+2))
+	if got := uitest.Eval[string](tab, firstName); got != "client-00050" {
+		t.Errorf("after two more polls the first row is %q, want client-00050", got)
+	}
 }

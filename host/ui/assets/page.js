@@ -148,6 +148,7 @@
     page.again = false;
     const ctl = new AbortController();
     const abort = setTimeout(() => ctl.abort(), TIMEOUT_MS);
+    const asked = viewKey(); // the peers view this poll asks for
     let st = null;
     let err = null;
     try {
@@ -164,7 +165,7 @@
       page.busy = false;
     }
     if (st) {
-      up(st);
+      up(st, asked === viewKey());
     } else {
       down(err);
     }
@@ -194,7 +195,14 @@
     $('updated').textContent = page.lastOK ? 'Showing what it said at ' + clock(page.lastOK) + ' (' + why + ')' : '(' + why + ')';
   }
 
-  function up(st) {
+  // viewKey identifies the peers view: a poll's answer for another view
+  // than the one shown now (the user paged, sorted or filtered while it
+  // was on its way) must not replace it.
+  function viewKey() {
+    return [view.offset, view.limit, view.sort, view.order, view.q].join('\u0000');
+  }
+
+  function up(st, current) {
     clockOffset = Date.parse(st.time) - Date.now();
     if (st.refresh_ms > 0) page.refresh = Math.min(Math.max(st.refresh_ms, 100), 2000);
     const notices = [];
@@ -221,7 +229,7 @@
     mergeFailures(st.events);
     renderNode(st);
     renderCluster(st);
-    renderPeers(st);
+    if (current) renderPeers(st); // else the next poll, already due, brings the view asked for
     renderPlugins(st.plugins || []);
     renderEvents(st.events);
     renderFailures();
