@@ -473,7 +473,7 @@ func TestUIPagingWhileAPollIsOnItsWay(t *testing.T) {
 	}), ln)
 	tab := b.NewTab(t, 1280, 900)
 	tab.Navigate("http://" + ln.Addr().String() + "/ui/")
-	firstName := `document.querySelector('#peers-table tbody tr td').textContent`
+	firstName := `document.querySelector('#peers-table tbody tr td')?.textContent`
 	tab.WaitFor(15*time.Second, "the first page", firstName+` === 'client-00000'`)
 
 	held.Store(true)
