@@ -471,3 +471,32 @@ func TestShortestRTT(t *testing.T) {
 		}
 	}
 }
+
+// lateTimer is a context whose deadline passes but whose timer never
+// fires, as on a machine too loaded to run it in time.
+type lateTimer struct {
+	context.Context
+	d time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.d, true }
+
+// TestReplyAfterTheDeadlineIsATimeout: a peer's reply that arrives once
+// the event's deadline has passed is a timeout, even before the
+// context's timer fires.
+func TestReplyAfterTheDeadlineIsATimeout(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, p, nil)
+	cl := startClient(t, p, "late", srv.addr, nil)
+	cl.waitUp(t, 5*time.Second)
+	sess := srv.session(t, "late", time.Second)
+	ctx := lateTimer{Context: context.Background(), d: time.Now().Add(50 * time.Millisecond)}
+	_, err := call(ctx, sess, "get", "late", nil)
+	wantKind(t, err, host.KindTimeout)
+	// The link goes on.
+	ok, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := call(ok, sess, "get", "late", nil); err != nil || got != "ok" {
+		t.Errorf("next event = %q, %v", got, err)
+	}
+}

@@ -131,6 +131,9 @@ func (h *nodeHandler) Handle(ctx context.Context, ev *host.Event) (*host.Reply, 
 	case "get_long":
 		// A body longer than the size it announces.
 		return &host.Reply{Size: 3, Body: io.NopCloser(strings.NewReader("abcdef"))}, nil
+	case "get_late":
+		time.Sleep(150 * time.Millisecond) // ignoring its deadline
+		return &host.Reply{ContentType: "text/plain", Size: 2, Body: io.NopCloser(strings.NewReader("ok"))}, nil
 	case "get_bigtype":
 		return &host.Reply{ContentType: strings.Repeat("x", 70<<10)}, nil
 	}

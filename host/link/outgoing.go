@@ -241,6 +241,15 @@ func (o *outEvent) run(ev *host.Event) (*host.Reply, error) {
 	if err := o.os.fr.ReadMsg(&rep); err != nil {
 		return nil, o.fail(err)
 	}
+	if d, ok := o.ctx.Deadline(); ok && !time.Now().Before(d) {
+		// The reply came once the deadline had passed (a loaded machine
+		// can run it before our timer): the event timed out, whatever the
+		// peer said, and its stream, the reply unread, is not reused.
+		o.failed.Store(true)
+		o.finish()
+		return nil, &host.Error{Kind: host.KindTimeout, Err: context.DeadlineExceeded,
+			Message: fmt.Sprintf("the event's deadline passed before %s answered", o.s.peer)}
+	}
 	if rep.Error != nil {
 		o.os.fr.StartBody(0)
 		o.complete.Store(true)

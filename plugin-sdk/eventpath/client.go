@@ -198,14 +198,16 @@ func (c *Client) Do(ctx context.Context, hdr *pluginv1.EventHeader, body io.Read
 	}
 	if rh.Failure != nil {
 		cn.fr.StartBody(0)
-		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
-			// The handler failed because its deadline, which follows
-			// ours, passed: the event timed out.
-			ev.finish()
-			return nil, context.DeadlineExceeded
-		}
 	} else {
 		cn.fr.StartBody(rh.BodySize)
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		// The reply came once the event's deadline had passed (the
+		// handler's deadline follows ours, and a loaded machine can run
+		// the reply before our timer): the event timed out, whatever the
+		// handler said. Its connection, with the reply unread, is closed.
+		ev.finish()
+		return nil, context.DeadlineExceeded
 	}
 	return &Reply{Header: rh, ev: ev}, nil
 }

@@ -398,3 +398,35 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 var _ = fmt.Sprint
+
+// lateTimer is a context whose deadline passes but whose timer never
+// fires, as on a machine too loaded to run it in time.
+type lateTimer struct {
+	context.Context
+	d time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.d, true }
+
+// TestReplyAfterTheDeadlineIsATimeout: a reply that arrives once the
+// event's deadline has passed is a timeout, even before the context's
+// timer fires, and its connection is not reused.
+func TestReplyAfterTheDeadlineIsATimeout(t *testing.T) {
+	c, _, dials := serve(t, func(_ context.Context, req *Request) *Response {
+		time.Sleep(150 * time.Millisecond) // past the deadline below, ignoring it
+		return &Response{Header: &pluginv1.ReplyHeader{ContentType: "text/plain", BodySize: 2}, Body: strings.NewReader("ok")}
+	})
+	ctx := lateTimer{Context: context.Background(), d: time.Now().Add(50 * time.Millisecond)}
+	if rep, err := c.Do(ctx, &pluginv1.EventHeader{Verb: "get", Noun: "late"}, nil, 0); !errors.Is(err, context.DeadlineExceeded) {
+		if rep != nil {
+			rep.Close()
+		}
+		t.Fatalf("Do() = %v, want context.DeadlineExceeded for a reply after the deadline", err)
+	}
+	if _, _, err := call(t, c, &pluginv1.EventHeader{Verb: "get", Noun: "late"}, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: the late reply's connection is not reused", n)
+	}
+}
