@@ -272,22 +272,9 @@ func (r *results) forwardRows(o *options) []row {
 	}
 	var rows []row
 	cmp := func(figure, metric string, format func(float64) string) {
-		v, okV := r.median(metric, tForwarded)
-		b, okB := r.median(metric, tDirectHold)
-		if !okV && !okB {
-			return
+		if rw, ok := r.pairRow(figure, metric, tForwarded, tDirectHold, "direct", format); ok {
+			rows = append(rows, rw)
 		}
-		rw := row{figure: figure, measured: "—", baseline: "—", ratio: "—", goal: "reported", result: "reported"}
-		if okV {
-			rw.measured = format(v)
-		}
-		if okB {
-			rw.baseline = format(b) + " (direct)"
-		}
-		if ratio, ok := r.ratio(metric, tForwarded, tDirectHold); ok {
-			rw.ratio = fmt.Sprintf("%.2fx", ratio)
-		}
-		rows = append(rows, rw)
 	}
 	cmp("k. forwarded small GET, c=1, p50", "k.p50", fmtMicros)
 	cmp("k. forwarded small GET, c=64, throughput", "k.eps", fmtRate)

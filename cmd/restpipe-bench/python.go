@@ -180,22 +180,9 @@ func (r *results) pythonRows(o *options) []row {
 	}
 	var rows []row
 	cmp := func(figure, metric string, format func(float64) string) {
-		v, okV := r.median(metric, tPyPlugin)
-		b, okB := r.median(metric, tGoPlugin)
-		if !okV && !okB {
-			return
+		if rw, ok := r.pairRow(figure, metric, tPyPlugin, tGoPlugin, "Go", format); ok {
+			rows = append(rows, rw)
 		}
-		rw := row{figure: figure, measured: "—", baseline: "—", ratio: "—", goal: "reported", result: "reported"}
-		if okV {
-			rw.measured = format(v)
-		}
-		if okB {
-			rw.baseline = format(b) + " (Go)"
-		}
-		if ratio, ok := r.ratio(metric, tPyPlugin, tGoPlugin); ok {
-			rw.ratio = fmt.Sprintf("%.2fx", ratio)
-		}
-		rows = append(rows, rw)
 	}
 	cmp("j. Python plugin hop: small GET, c=1, p50", "j.p50", fmtMicros)
 	cmp("j. Python plugin hop: small GET, c=64, throughput", "j.eps", fmtRate)

@@ -450,3 +450,25 @@ func loadAvg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// pairRow is a "reported" row of metric for who against base (named
+// baseLabel in the baseline column), with the median of the per-round
+// ratios; false when neither was measured. The caller holds r.mu.
+func (r *results) pairRow(figure, metric, who, base, baseLabel string, format func(float64) string) (row, bool) {
+	v, okV := r.median(metric, who)
+	b, okB := r.median(metric, base)
+	if !okV && !okB {
+		return row{}, false
+	}
+	rw := row{figure: figure, measured: "—", baseline: "—", ratio: "—", goal: "reported", result: "reported"}
+	if okV {
+		rw.measured = format(v)
+	}
+	if okB {
+		rw.baseline = format(b) + " (" + baseLabel + ")"
+	}
+	if ratio, ok := r.ratio(metric, who, base); ok {
+		rw.ratio = fmt.Sprintf("%.2fx", ratio)
+	}
+	return rw, true
+}
