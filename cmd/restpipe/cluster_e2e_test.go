@@ -279,17 +279,19 @@ func TestClusterEveryServerReachesEveryClient(t *testing.T) {
 		}
 	}
 	t.Logf("clients per server: %v", spread)
-	st, err := m.status(m.servers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	var st nodeStatus
 	var names []string
-	for _, mb := range st.Cluster.Members {
-		names = append(names, mb.Name+"="+mb.State)
-	}
-	if want := []string{"s1=up", "s2=up", "s3=up"}; !slices.Equal(names, want) {
-		t.Errorf("/status cluster members = %v, want %v", names, want)
-	}
+	m.waitFor(15*time.Second, "s1's /status to list every member up", func() bool {
+		var err error
+		if st, err = m.status(m.servers[0]); err != nil {
+			return false
+		}
+		names = names[:0]
+		for _, mb := range st.Cluster.Members {
+			names = append(names, mb.Name+"="+mb.State)
+		}
+		return slices.Equal(names, []string{"s1=up", "s2=up", "s3=up"})
+	})
 	for _, p := range st.Peers {
 		if p.Server != "s1" {
 			t.Errorf("/status of s1: peer %s held by %q, want s1", p.Name, p.Server)

@@ -111,6 +111,13 @@ const memberWindow = 300 * time.Millisecond
 // as down.
 const forgetDown = 5 * time.Minute
 
+// missedPolls is how many members polls in a row a member must miss to be
+// down: one missed window (300 ms) is a busy machine, not a dead server
+// (under load, TestClusterEveryServerReachesEveryClient saw a live member
+// down). Routing does not wait for it: a dead server's presence goes with
+// its NATS routes, and a forward it cannot take is looked up again.
+const missedPolls = 2
+
 // New starts this server's membership: the embedded NATS server (or the
 // connection to the external one) and the members poll. It returns once
 // NATS is connected; the routes to the other servers come up in the
@@ -646,7 +653,7 @@ collect:
 		if _, ok := seen[name]; ok {
 			continue
 		}
-		if m.State != StateDown {
+		if m.State != StateDown && now.Sub(m.LastSeen) > missedPolls*c.cfg.MemberPoll {
 			m.State = StateDown
 			gone = append(gone, name)
 		}

@@ -54,8 +54,8 @@
 //
 // The members poll is a request on the members subject, answered by every
 // member with a Member (name, link address, state up or draining, clients
-// held), collected for 300 ms every MemberPoll. A member that stops
-// answering is listed as down for five minutes, and its holders are
+// held), collected for 300 ms every MemberPoll. A member that misses two
+// polls in a row is listed as down for five minutes, and its holders are
 // dropped from the cache.
 //
 // # Forwarding

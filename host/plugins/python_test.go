@@ -180,7 +180,7 @@ func TestPythonPluginServesAndPrintsToTheLog(t *testing.T) {
 	e := newPythonEnv(t, nil)
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
-	st := e.waitState("py", StateRunning, 10*time.Second)
+	st := e.waitState("py", StateRunning, 20*time.Second)
 	if st.Name != "py" || st.Version != "1" || !strings.HasPrefix(st.SDK, "python/") || len(st.Routes) != 7 || st.StartMillis <= 0 {
 		t.Errorf("status = %+v", st)
 	}
@@ -212,7 +212,7 @@ func TestPythonPluginCrashIsRestarted(t *testing.T) {
 	e := newPythonEnv(t, nil)
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
-	before := e.waitState("py", StateRunning, 10*time.Second)
+	before := e.waitState("py", StateRunning, 20*time.Second)
 	_, _, err := e.call(context.Background(), "get", "py/crash", nil)
 	wantKind(t, err, host.KindPluginUnavailable, "py")
 	waitFor(t, 10*time.Second, "a restart", func() bool {
@@ -254,7 +254,7 @@ func TestPythonPluginHotReplacement(t *testing.T) {
 	e := newPythonEnv(t, nil)
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
-	old := e.waitState("py", StateRunning, 10*time.Second)
+	old := e.waitState("py", StateRunning, 20*time.Second)
 	// An event in flight on version 1 across the replacement, answered
 	// only once the test says so: however slow the machine, it overlaps.
 	release := filepath.Join(t.TempDir(), "release")
@@ -342,7 +342,7 @@ func TestPythonPluginOverAutoMTLS(t *testing.T) {
 	e := newPythonEnv(t, func(c *Config) { c.AutoMTLS = true })
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
-	e.waitState("py", StateRunning, 10*time.Second)
+	e.waitState("py", StateRunning, 20*time.Second)
 	if v, err := e.get("py/ok"); err != nil || v["version"] != "1" {
 		t.Fatalf("over AutoMTLS: %v, %v", v, err)
 	}
@@ -355,7 +355,7 @@ func TestPythonStatsCountAbandonedHandlers(t *testing.T) {
 	e := newPythonEnv(t, nil)
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
-	e.waitState("py", StateRunning, 10*time.Second)
+	e.waitState("py", StateRunning, 20*time.Second)
 	stats := func() *pluginv1.StatsResponse {
 		e.m.mu.Lock()
 		in := e.m.sups["py"].h.cur.Load()
@@ -381,7 +381,7 @@ func TestPythonHangUpReachesAHandlerThatDoesNotReadItsBody(t *testing.T) {
 	e := newPythonEnv(t, nil)
 	e.script("py", fmt.Sprintf(pyBasic, "1"))
 	e.start()
-	e.waitState("py", StateRunning, 10*time.Second)
+	e.waitState("py", StateRunning, 20*time.Second)
 	body := &stallingBody{left: 4 << 20, closed: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
