@@ -163,7 +163,7 @@ func startServerOn(t testing.TB, p *testPKI, ln net.Listener, mod func(*ServerCo
 	t.Helper()
 	h := newNodeHandler("server")
 	logs := &logBuf{}
-	cfg := ServerConfig{Config: DefaultConfig(), TLS: p.serverTLS(t, "server")}
+	cfg := ServerConfig{Config: lanConfig(), TLS: p.serverTLS(t, "server")}
 	cfg.Handler = h
 	cfg.Logger = testLogger(t, "server", logs)
 	if mod != nil {
@@ -207,7 +207,7 @@ func startClient(t testing.TB, p *testPKI, name, addr string, mod func(*ClientCo
 	t.Helper()
 	h := newNodeHandler(name)
 	tlsCfg := p.clientTLS(t, name, "server")
-	cfg := ClientConfig{Config: DefaultConfig(), Addr: addr, TLS: func() *tls.Config { return tlsCfg.Clone() }}
+	cfg := ClientConfig{Config: lanConfig(), Addr: addr, TLS: func() *tls.Config { return tlsCfg.Clone() }}
 	cfg.Handler = h
 	cfg.Logger = testLogger(t, name, nil)
 	cfg.MinBackoff = 10 * time.Millisecond
@@ -395,8 +395,18 @@ func listenAgain(t testing.TB, addr string) net.Listener {
 
 // testLinkConfig is a link configuration with every default, for tests
 // that speak the hello by hand.
-func testLinkConfig() *Config {
+// lanConfig is DefaultConfig with the window pinned at its smallest, so
+// every test link has a LAN's shape (every stream its events need) however
+// long a loaded machine makes its hello's round trip look: the tests of
+// shaping itself (TestLinkShape, TestShortestRTT) set their own.
+func lanConfig() Config {
 	c := DefaultConfig()
+	c.MaxStreamWindow = c.StreamWindow
+	return c
+}
+
+func testLinkConfig() *Config {
+	c := lanConfig()
 	c.Handler = newNodeHandler("raw")
 	if err := c.Validate(); err != nil {
 		panic(err)
