@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 )
 
 // Python plugins between real nodes: a client node calls the server's
@@ -25,40 +25,8 @@ import (
 // pythonSDK is the Python SDK's directory, put on the plugins' PYTHONPATH.
 var pythonSDK, _ = filepath.Abs("../../plugin-sdk/python")
 
-// findPython returns an interpreter that imports grpc and protobuf,
-// installing Debian's python3-grpcio and python3-protobuf once when none
-// does and the test runs as root with apt-get, or why there is none.
-var findPython = sync.OnceValues(func() (string, string) {
-	const probe = "import sys, grpc, google.protobuf; assert sys.version_info >= (3, 11)"
-	try := func() string {
-		cands := []string{os.Getenv("RESTPIPE_TEST_PYTHON"), "/usr/bin/python3"}
-		if p, err := exec.LookPath("python3"); err == nil {
-			cands = append(cands, p)
-		}
-		for _, c := range cands {
-			if c != "" && exec.Command(c, "-c", probe).Run() == nil {
-				return c
-			}
-		}
-		return ""
-	}
-	if p := try(); p != "" {
-		return p, ""
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil || os.Getuid() != 0 {
-		return "", "no python3 (3.11+) here imports grpc and google.protobuf, and they cannot be installed (needs root and apt-get): " +
-			"apt-get install python3-grpcio python3-protobuf, or set RESTPIPE_TEST_PYTHON"
-	}
-	cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "python3-grpcio", "python3-protobuf")
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Sprintf("no python3 imports grpc, and apt-get install python3-grpcio python3-protobuf failed: %v\n%s", err, out)
-	}
-	if p := try(); p != "" {
-		return p, ""
-	}
-	return "", "python3-grpcio and python3-protobuf are installed, yet no python3 imports them"
-})
+// findPython is hosttest.FindPython: a python3 with grpc, or why not.
+var findPython = hosttest.FindPython
 
 // pythonPluginEnv returns the --plugin-env entries that run Python plugins
 // with the interpreter findPython chose (first on PATH, for the scripts'

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/hosttest"
 	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
 
@@ -32,41 +33,8 @@ var pythonSDK = func() string {
 	return p
 }()
 
-// findPython returns an interpreter that imports grpc and protobuf (the
-// SDK's only needs), installing Debian's python3-grpcio and python3-protobuf
-// once when none does and the test runs as root with apt-get, or skips
-// the test saying why.
-var findPython = sync.OnceValues(func() (string, string) {
-	const probe = "import sys, grpc, google.protobuf; assert sys.version_info >= (3, 11)"
-	try := func() string {
-		cands := []string{os.Getenv("RESTPIPE_TEST_PYTHON"), "/usr/bin/python3"}
-		if p, err := exec.LookPath("python3"); err == nil {
-			cands = append(cands, p)
-		}
-		for _, c := range cands {
-			if c != "" && exec.Command(c, "-c", probe).Run() == nil {
-				return c
-			}
-		}
-		return ""
-	}
-	if p := try(); p != "" {
-		return p, ""
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil || os.Getuid() != 0 {
-		return "", "no python3 (3.11+) here imports grpc and google.protobuf, and they cannot be installed (needs root and apt-get): " +
-			"apt-get install python3-grpcio python3-protobuf, or set RESTPIPE_TEST_PYTHON"
-	}
-	cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "python3-grpcio", "python3-protobuf")
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Sprintf("no python3 imports grpc, and apt-get install python3-grpcio python3-protobuf failed: %v\n%s", err, out)
-	}
-	if p := try(); p != "" {
-		return p, ""
-	}
-	return "", "python3-grpcio and python3-protobuf are installed, yet no python3 imports them"
-})
+// findPython is hosttest.FindPython: a python3 with grpc, or why not.
+var findPython = hosttest.FindPython
 
 // pythonDir holds a python3 that is the interpreter findPython chose, for
 // the plugins' PATH (their scripts start with #!/usr/bin/env python3), and
