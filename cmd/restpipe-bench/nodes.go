@@ -80,34 +80,45 @@ func getOK(ctx context.Context, url string) error {
 	return nil
 }
 
-// pluginPID returns the process id of a node's plugin from /status.
-func pluginPID(ctx context.Context, httpAddr, file string) (int, error) {
+// statusPlugin is what the bench reads of a plugin in a node's /status.
+type statusPlugin struct {
+	File    string  `json:"file"`
+	PID     int     `json:"pid"`
+	StartMs float64 `json:"start_ms"`
+}
+
+// findPlugin returns the plugin file of a node's /status for which ok
+// holds, or an error saying it is not there.
+func findPlugin(ctx context.Context, httpAddr, file string, ok func(statusPlugin) bool) (statusPlugin, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+httpAddr+"/status", nil)
 	if err != nil {
-		return 0, err
+		return statusPlugin{}, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return statusPlugin{}, err
 	}
 	defer resp.Body.Close()
 	var st struct {
-		Plugins []struct {
-			File string `json:"file"`
-			PID  int    `json:"pid"`
-		} `json:"plugins"`
+		Plugins []statusPlugin `json:"plugins"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, fmt.Errorf("/status: %w", err)
+		return statusPlugin{}, fmt.Errorf("/status: %w", err)
 	}
 	for _, p := range st.Plugins {
-		if p.File == file && p.PID > 0 {
-			return p.PID, nil
+		if p.File == file && ok(p) {
+			return p, nil
 		}
 	}
-	return 0, fmt.Errorf("no running %s plugin in /status", file)
+	return statusPlugin{}, fmt.Errorf("no such %s plugin in /status", file)
+}
+
+// pluginPID returns the process id of a node's plugin from /status.
+func pluginPID(ctx context.Context, httpAddr, file string) (int, error) {
+	p, err := findPlugin(ctx, httpAddr, file, func(p statusPlugin) bool { return p.PID > 0 })
+	return p.PID, err
 }
 
 // startDirect starts the baseline server (or with plain, the plain HTTP

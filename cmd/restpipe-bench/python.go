@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,32 +142,8 @@ func (r *runner) runPythonHop(ctx context.Context) error {
 
 // pluginStartMillis returns a plugin's start_ms from a node's /status.
 func pluginStartMillis(ctx context.Context, httpAddr, file string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+httpAddr+"/status", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Plugins []struct {
-			File    string  `json:"file"`
-			StartMs float64 `json:"start_ms"`
-		} `json:"plugins"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, err
-	}
-	for _, p := range st.Plugins {
-		if p.File == file && p.StartMs > 0 {
-			return p.StartMs, nil
-		}
-	}
-	return 0, fmt.Errorf("no start_ms for %s in /status", file)
+	p, err := findPlugin(ctx, httpAddr, file, func(p statusPlugin) bool { return p.StartMs > 0 })
+	return p.StartMs, err
 }
 
 // pythonRows are scenario j's rows: the Python plugin against the Go one.
