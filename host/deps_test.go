@@ -15,6 +15,8 @@ const module = "github.com/restpipe/restpipe"
 //   - a component under host/ never imports a sibling component (they talk
 //     through host's types and interfaces they declare themselves; only
 //     cmd/restpipe knows them all);
+//   - host/internal/... holds small leaf pieces every component may share
+//     (drain: the one drain counter); they import no component;
 //   - plugin-sdk never imports host/...;
 //   - plugins/* import only plugin-sdk and the standard library.
 func TestDependencyRules(t *testing.T) {
@@ -48,8 +50,12 @@ func checkImport(pkg, imp string) string {
 		if internal && rel != "proto/route" {
 			return "host is vocabulary and imports nothing of the module"
 		}
-	case strings.HasPrefix(pkg, "host/"):
+	case strings.HasPrefix(pkg, "host/internal/"):
 		if internal && strings.HasPrefix(rel, "host/") && component(rel) != component(pkg) {
+			return "host/internal packages are leaves: they import no component"
+		}
+	case strings.HasPrefix(pkg, "host/"):
+		if internal && strings.HasPrefix(rel, "host/") && component(rel) != component(pkg) && component(rel) != "host/internal" {
 			return "components under host/ do not import each other; declare a small interface instead"
 		}
 	case pkg == "plugin-sdk" || strings.HasPrefix(pkg, "plugin-sdk/"):
@@ -84,6 +90,9 @@ func TestCheckImport(t *testing.T) {
 		{"host/link", module + "/proto/link/v1", true},
 		{"host/link", module + "/host/pki", false},
 		{"host/gateway/client", module + "/host/gateway", true},
+		{"host/link", module + "/host/internal/drain", true},
+		{"host/internal/drain", module + "/host/link", false},
+		{"host/internal/drain", module + "/host", true},
 		{"plugin-sdk", module + "/proto/plugin/v1", true},
 		{"plugin-sdk", module + "/host", false},
 		{"plugin-sdk/pluginsdktest", module + "/host/dispatch", false},

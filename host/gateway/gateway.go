@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/internal/drain"
 )
 
 // Peers finds the node an event is addressed to. On a client node name is
@@ -104,11 +105,9 @@ func (c *Config) Validate() error {
 // Gateway is the http.Handler of a node's local REST API. It holds nothing
 // long-lived: every request is served by its own goroutine (net/http's).
 type Gateway struct {
-	cfg      Config
-	log      hclog.Logger
-	draining atomic.Bool
-	inFlight atomic.Int64  // events being served
-	idle     chan struct{} // poked when the last event ends while draining
+	cfg    Config
+	log    hclog.Logger
+	events drain.Counter // local events being served
 }
 
 // New returns a Gateway.
@@ -116,30 +115,28 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}, 1)}, nil
+	return &Gateway{cfg: cfg, log: cfg.Logger}, nil
 }
 
 // Drain makes the gateway refuse new events with peer_unavailable (503)
 // while the ones in flight finish; /healthz then answers 503 too. The
 // listener stays open, so callers get that answer rather than a refused
 // connection. See WaitIdle.
-func (g *Gateway) Drain() { g.draining.Store(true) }
+func (g *Gateway) Drain() { g.events.Drain() }
 
 // WaitIdle waits until no event is in flight through the gateway, or ctx
 // ends. Call Drain first.
 func (g *Gateway) WaitIdle(ctx context.Context) error {
-	for g.inFlight.Load() > 0 {
-		select {
-		case <-g.idle:
-		case <-ctx.Done():
-			return fmt.Errorf("%d local events still in flight: %w", g.inFlight.Load(), ctx.Err())
-		}
+	select {
+	case <-g.events.Idle():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%d local events still in flight: %w", g.events.InFlight(), ctx.Err())
 	}
-	return nil
 }
 
 // InFlight returns the number of events being served.
-func (g *Gateway) InFlight() int { return int(g.inFlight.Load()) }
+func (g *Gateway) InFlight() int { return g.events.InFlight() }
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +174,7 @@ func isUIPath(path string) bool {
 }
 
 func (g *Gateway) serveHealth(w http.ResponseWriter) {
-	if g.draining.Load() {
+	if g.events.Draining() {
 		g.writeError(w, host.Errorf(host.KindPeerUnavailable, "this node is shutting down"))
 		return
 	}
@@ -204,20 +201,12 @@ func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.route, rec.peer = ev.Route(), peerLabel(tgt)
-	g.inFlight.Add(1)
-	defer func() {
-		if g.inFlight.Add(-1) == 0 && g.draining.Load() {
-			select {
-			case g.idle <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	if g.draining.Load() {
+	if _, ok := g.events.Enter(); !ok {
 		rec.err = host.Errorf(host.KindPeerUnavailable, "this node is shutting down")
 		g.writeError(w, rec.err)
 		return
 	}
+	defer g.events.Leave()
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 

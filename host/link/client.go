@@ -9,8 +9,9 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/restpipe/restpipe/host/internal/drain"
 )
 
 // ClientConfig configures a Client.
@@ -99,7 +100,7 @@ type Client struct {
 	cfg ClientConfig
 	ymx *yamuxConfigs // shared by its successive sessions
 
-	draining atomic.Bool // refuse new events from the server
+	draining drain.Gate // closed: refuse new events from the server
 
 	mu      sync.Mutex
 	current *Session
@@ -257,7 +258,7 @@ func (c *Client) Peer(ctx context.Context) (*Session, error) {
 // Drain makes the link refuse new events from the server with
 // peer_unavailable ("shutting down"); events already in flight go on, and
 // this node can still send events. See WaitIdle.
-func (c *Client) Drain() { c.draining.Store(true) }
+func (c *Client) Drain() { c.draining.Close() }
 
 // WaitIdle waits until no event from the server is in flight, or ctx ends.
 // Call Drain first.

@@ -7,10 +7,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/internal/drain"
 )
 
 // candidate is one address a connection attempt may dial: addr is dialled,
@@ -79,7 +79,7 @@ func stripZone(h string) string {
 // all within cfg.HandshakeTimeout, and returns the session, not yet
 // serving: the caller runs serve.
 func dialSession(ctx context.Context, cfg *Config, ymx *yamuxConfigs, dial func(context.Context, string, string) (net.Conn, error),
-	cand candidate, tc *tls.Config, forward bool, draining *atomic.Bool) (*Session, error) {
+	cand candidate, tc *tls.Config, forward bool, draining *drain.Gate) (*Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
 	if tc.ServerName == "" {

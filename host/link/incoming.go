@@ -153,8 +153,10 @@ func (s *Session) cancelEvent(c *linkv1.Cancel) {
 // deadline, say, just as the reply went out): only because the framing
 // is broken, or the sender closed it (as it does after a cancel).
 func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, req *linkv1.Request) (reusable bool) {
-	n := s.inN.Add(1)
-	defer s.finishIncoming()
+	n, accepted := s.in.Enter()
+	if accepted {
+		defer s.in.Leave()
+	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	s.mu.Lock()
@@ -174,7 +176,7 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 	refuse := func(err error) bool {
 		return s.replyError(st, err) && s.drain(st, fr)
 	}
-	if s.draining.Load() {
+	if !accepted {
 		e := &host.Error{Kind: host.KindPeerUnavailable, Message: "the node is shutting down"}
 		if s.forward {
 			// Nothing of it was read: the forwarding server may try the
@@ -183,7 +185,7 @@ func (s *Session) serveEvent(st *yamux.Stream, fr *frame.Reader, in *inStream, r
 		}
 		return refuse(e)
 	}
-	if n > int64(s.cfg.MaxInFlight) {
+	if n > s.cfg.MaxInFlight {
 		return refuse(&host.Error{Kind: host.KindOverloaded, RetryAfter: s.cfg.RetryAfter,
 			Message: fmt.Sprintf("node has %d events in flight from %s, the limit", s.cfg.MaxInFlight, s.peer)})
 	}
@@ -359,27 +361,14 @@ func requestTimeout(ms int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-// finishIncoming counts an event from the peer as done.
-func (s *Session) finishIncoming() {
-	if s.inN.Add(-1) == 0 && s.draining.Load() {
-		select {
-		case s.idle <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // waitIdle waits until no event from the peer is in flight, or ctx ends.
-// The owner has set draining first.
+// The owner has closed the session's gate first.
 func (s *Session) waitIdle(ctx context.Context) error {
-	for s.inN.Load() > 0 {
-		select {
-		case <-s.idle:
-		case <-s.Done():
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("%d events from %s still in flight: %w", s.inN.Load(), s.peer, ctx.Err())
-		}
+	select {
+	case <-s.in.Idle():
+	case <-s.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("%d events from %s still in flight: %w", s.in.InFlight(), s.peer, ctx.Err())
 	}
 	return nil
 }

@@ -8,13 +8,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/restpipe/restpipe/proto/frame"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/restpipe/restpipe/proto/frame"
 
 	"github.com/restpipe/restpipe/host"
 )

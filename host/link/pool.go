@@ -9,9 +9,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/internal/drain"
 )
 
 // PoolConfig configures a Pool.
@@ -69,7 +69,7 @@ func refuseBackward(context.Context, *host.Event) (*host.Reply, error) {
 type Pool struct {
 	cfg      PoolConfig
 	ymx      *yamuxConfigs
-	draining atomic.Bool // never set: a forward link carries no events this way
+	draining drain.Gate // never closed: a forward link carries no events this way
 
 	mu     sync.Mutex
 	links  map[string]*poolLink // by server name

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/internal/drain"
 )
 
 // ServerConfig configures a Server.
@@ -116,7 +117,7 @@ type Server struct {
 	handshakes chan struct{} // one token per connection in handshake
 	closing    chan struct{} // closed by Close
 	logLimit   *rate.Limiter // bounds log lines about refused connections
-	draining   atomic.Bool   // refuse new events from every peer
+	draining   drain.Gate    // closed: refuse new events from every peer
 
 	mu        sync.Mutex
 	closed    bool
@@ -585,7 +586,7 @@ func (s *Server) Links() int { return s.cfg.Registry.Len() }
 // Drain makes every link refuse new events from its peer with
 // peer_unavailable ("shutting down"); events already in flight go on, and
 // this node can still send events. See WaitIdle.
-func (s *Server) Drain() { s.draining.Store(true) }
+func (s *Server) Drain() { s.draining.Close() }
 
 // WaitIdle waits until no event from any peer is in flight on this server,
 // or ctx ends. Call Drain first. It waits on every session this server

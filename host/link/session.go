@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/internal/drain"
 	"github.com/restpipe/restpipe/proto/frame"
 )
 
@@ -64,7 +65,6 @@ type Session struct {
 	cancel context.CancelCauseFunc
 
 	outSem chan struct{} // one token per event sent and not finished
-	inN    atomic.Int64  // events received and not finished
 	opened atomic.Int64  // streams this side opened and has not closed
 	// waiting counts the events waiting for a stream (takeStream); freed
 	// is closed, and replaced, under mu to wake them.
@@ -73,10 +73,10 @@ type Session struct {
 	bytesIn, bytesOut atomic.Uint64 // payload bytes of the TLS connection, counted by muxConn
 	rtt               atomic.Int64  // last ping's round trip, in nanoseconds
 
-	// draining refuses new events from the peer; idle is poked whenever an
-	// event from the peer finishes while draining.
-	draining *atomic.Bool
-	idle     chan struct{}
+	// in counts the events received and not finished; it follows its
+	// owner's gate, which refuses new events from the peer once the owner
+	// drains.
+	in drain.Counter
 
 	mu       sync.Mutex
 	incoming map[uint32]*inStream // streams the peer opened, by id
@@ -90,7 +90,7 @@ type Session struct {
 
 // newSession starts yamux on a TLS connection whose hello is done. The
 // caller must run serve.
-func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer string, h hello, draining *atomic.Bool) (*Session, error) {
+func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer string, h hello, gate *drain.Gate) (*Session, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	var peerServer bool
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
@@ -101,8 +101,7 @@ func newSession(cfg *Config, ymx *yamuxConfigs, tc *tls.Conn, server bool, peer 
 		peerServer:  peerServer,
 		handler:     cfg.Handler,
 		warnLimit:   ymx.warnLimit(),
-		draining:    draining,
-		idle:        make(chan struct{}, 1),
+		in:          drain.Counter{Gate: gate},
 		cfg:         cfg,
 		log:         cfg.Logger.With("peer", peer),
 		peer:        peer,
@@ -193,7 +192,7 @@ func (s *Session) Stats() SessionStats {
 	s.mu.Unlock()
 	return SessionStats{
 		EventsOut:   len(s.outSem),
-		EventsIn:    int(s.inN.Load()),
+		EventsIn:    s.in.InFlight(),
 		Streams:     s.mux.NumStreams(),
 		IdleStreams: idle,
 		PeerIdle:    peerIdle,

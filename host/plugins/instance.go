@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/host/internal/drain"
 	"github.com/restpipe/restpipe/plugin-sdk/eventpath"
 	pluginv1 "github.com/restpipe/restpipe/proto/plugin/v1"
 )
@@ -46,10 +47,9 @@ type instance struct {
 	tail     *tailWriter   // the end of its standard error, for why it died
 	took     time.Duration // how long its start took: launch, handshake, describe
 
-	mu       sync.Mutex
-	inFlight int
-	draining bool
-	idle     chan struct{} // closed when draining and nothing is in flight
+	inFlight drain.Counter // events in flight; drains when the instance is replaced or stops
+
+	mu sync.Mutex
 
 	// peers queues peer events for the plugin, delivered in order by
 	// deliverPeers; nil unless the plugin asked for them.
@@ -67,7 +67,7 @@ func (m *Manager) startInstance(ctx context.Context, path string, version []byte
 	started := time.Now()
 	file := filepath.Base(path)
 	log := safeLogger{m.log.Named(file)}
-	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer, idle: make(chan struct{}),
+	inst := &instance{file: file, version: version, debug: m.log.IsDebug(), observer: m.cfg.Observer,
 		tail: &tailWriter{}}
 
 	if m.cfg.Checksums != nil {
@@ -261,36 +261,18 @@ func (in *instance) pid() int { return int(in.runner.Load().pid.Load()) }
 
 // acquire counts one more event in flight, unless the instance drains.
 func (in *instance) acquire() bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.draining {
-		return false
-	}
-	in.inFlight++
-	return true
+	_, ok := in.inFlight.Enter()
+	return ok
 }
 
-func (in *instance) release() {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.inFlight--
-	if in.draining && in.inFlight == 0 {
-		close(in.idle)
-	}
-}
+// release counts an acquired event as done.
+func (in *instance) release() { in.inFlight.Leave() }
 
 // drain refuses new events and returns a channel closed once the events in
 // flight have finished.
 func (in *instance) drain() <-chan struct{} {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if !in.draining {
-		in.draining = true
-		if in.inFlight == 0 {
-			close(in.idle)
-		}
-	}
-	return in.idle
+	in.inFlight.Drain()
+	return in.inFlight.Idle()
 }
 
 // kill stops the process: gracefully if it answers, by force otherwise.

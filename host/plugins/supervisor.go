@@ -165,9 +165,7 @@ func (s *supervisor) snapshot() Status {
 		if st.State == StateRunning {
 			st.SHA256 = in.shortSum()
 		}
-		in.mu.Lock()
-		st.InFlight = in.inFlight
-		in.mu.Unlock()
+		st.InFlight = in.inFlight.InFlight()
 		idle, active := in.events.Conns()
 		st.Connections = idle + active
 	}
