@@ -123,6 +123,7 @@ const missedPolls = 2
 // NATS is connected; the routes to the other servers come up in the
 // background.
 func New(cfg Config) (*Cluster, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -162,10 +162,37 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate fills in defaults for zero fields and reports the first field
-// that cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default (see
+// DefaultConfig).
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Subjects == "" {
+		c.Subjects = d.Subjects
+	}
+	setDuration(&c.PingInterval, d.PingInterval)
+	setDuration(&c.LookupTimeout, d.LookupTimeout)
+	setDuration(&c.CacheTTL, d.CacheTTL)
+	setDuration(&c.MemberPoll, d.MemberPoll)
+	setDuration(&c.WaitPoll, d.WaitPoll)
+	if c.MaxPingsOut == 0 {
+		c.MaxPingsOut = d.MaxPingsOut
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = d.CacheSize
+	}
+	return c
+}
+
+// Validate reports the first field that cannot work, counting zero fields
+// as their defaults. It changes nothing.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
 	if err := host.CheckName(c.Name); err != nil {
 		return fmt.Errorf("cluster: Name: %w", err)
 	}
@@ -197,36 +224,13 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if c.Certificate == nil || c.Roots == nil {
-		return errors.New("cluster: Certificate and Roots are required")
-	}
-	if c.Forwarder == nil {
-		return errors.New("cluster: Forwarder is required")
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Observer == nil {
-		c.Observer = nopObserver{}
-	}
-	if c.Subjects == "" {
-		c.Subjects = d.Subjects
-	}
-	if strings.ContainsAny(c.Subjects, " *>\t") || strings.HasPrefix(c.Subjects, ".") || strings.HasSuffix(c.Subjects, ".") {
-		return fmt.Errorf("cluster: Subjects %q is not a NATS subject prefix", c.Subjects)
-	}
-	setDuration(&c.PingInterval, d.PingInterval)
-	setDuration(&c.LookupTimeout, d.LookupTimeout)
-	setDuration(&c.CacheTTL, d.CacheTTL)
-	setDuration(&c.MemberPoll, d.MemberPoll)
-	setDuration(&c.WaitPoll, d.WaitPoll)
-	if c.MaxPingsOut == 0 {
-		c.MaxPingsOut = d.MaxPingsOut
-	}
-	if c.CacheSize == 0 {
-		c.CacheSize = d.CacheSize
-	}
 	switch {
+	case c.Certificate == nil || c.Roots == nil:
+		return errors.New("cluster: Certificate and Roots are required")
+	case c.Forwarder == nil:
+		return errors.New("cluster: Forwarder is required")
+	case strings.ContainsAny(c.Subjects, " *>\t") || strings.HasPrefix(c.Subjects, ".") || strings.HasSuffix(c.Subjects, "."):
+		return fmt.Errorf("cluster: Subjects %q is not a NATS subject prefix", c.Subjects)
 	case c.PingInterval < 0, c.LookupTimeout < 0, c.CacheTTL < 0, c.MemberPoll < 0, c.WaitPoll < 0:
 		return errors.New("cluster: durations must be positive")
 	case c.MaxPingsOut < 1, c.CacheSize < 1:

@@ -40,8 +40,8 @@ func DefaultConfig() Config {
 	return Config{DefaultTimeout: 30 * time.Second, MaxInFlight: 256, RetryAfter: time.Second}
 }
 
-// Validate fills in defaults and reports a setting that cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.DefaultTimeout == 0 {
 		c.DefaultTimeout = d.DefaultTimeout
@@ -52,6 +52,12 @@ func (c *Config) Validate() error {
 	if c.RetryAfter == 0 {
 		c.RetryAfter = d.RetryAfter
 	}
+	return c
+}
+
+// Validate reports a setting that cannot work, counting zero fields as
+// their defaults. It changes nothing.
+func (c Config) Validate() error {
 	if c.DefaultTimeout < 0 || c.MaxInFlight < 0 || c.RetryAfter < 0 {
 		return errors.New("dispatch: timeouts and limits must be positive")
 	}
@@ -81,6 +87,7 @@ type owner struct {
 
 // New returns an empty table.
 func New(cfg Config) (*Table, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -77,16 +77,10 @@ func DefaultConfig() Config {
 	return Config{Logger: hclog.NewNullLogger(), DefaultTimeout: 30 * time.Second, PeerWait: 10 * time.Second}
 }
 
-// Validate fills in the defaults of DefaultConfig for fields left zero,
-// and reports what cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default (see
+// DefaultConfig).
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Local == nil || c.Peers == nil {
-		return errors.New("gateway: Local and Peers are required")
-	}
-	if c.Node.Role != host.RoleServer && c.Node.Role != host.RoleClient {
-		return fmt.Errorf("gateway: unknown node role %q", c.Node.Role)
-	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -96,7 +90,18 @@ func (c *Config) Validate() error {
 	if c.PeerWait == 0 {
 		c.PeerWait = d.PeerWait
 	}
-	if c.DefaultTimeout < 0 || c.PeerWait < 0 || c.MaxBody < 0 {
+	return c
+}
+
+// Validate reports what cannot work, counting zero fields as their
+// defaults. It changes nothing.
+func (c Config) Validate() error {
+	switch {
+	case c.Local == nil || c.Peers == nil:
+		return errors.New("gateway: Local and Peers are required")
+	case c.Node.Role != host.RoleServer && c.Node.Role != host.RoleClient:
+		return fmt.Errorf("gateway: unknown node role %q", c.Node.Role)
+	case c.DefaultTimeout < 0 || c.PeerWait < 0 || c.MaxBody < 0:
 		return errors.New("gateway: timeouts and limits must be positive")
 	}
 	return nil
@@ -112,6 +117,7 @@ type Gateway struct {
 
 // New returns a Gateway.
 func New(cfg Config) (*Gateway, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

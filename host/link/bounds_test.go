@@ -346,6 +346,7 @@ func TestHugeTimeoutIsClamped(t *testing.T) {
 func TestLinkShape(t *testing.T) {
 	c := DefaultConfig()
 	c.Handler = newNodeHandler("x")
+	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -57,8 +57,26 @@ type ClientConfig struct {
 	StableAfter time.Duration
 }
 
-// Validate fills in defaults and reports the first field that cannot work.
-func (c *ClientConfig) Validate() error {
+// WithDefaults returns c with every zero field set to its default: the
+// system resolver, net.Dialer, backoff from 100ms to 5s, stable after 10s.
+func (c ClientConfig) WithDefaults() ClientConfig {
+	c.Config = c.Config.WithDefaults()
+	if c.Resolve == nil {
+		c.Resolve = net.DefaultResolver.LookupHost
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	setDuration(&c.MinBackoff, 100*time.Millisecond)
+	setDuration(&c.MaxBackoff, 5*time.Second)
+	setDuration(&c.StableAfter, 10*time.Second)
+	return c
+}
+
+// Validate reports the first field that cannot work, counting zero fields
+// as their defaults. It changes nothing.
+func (c ClientConfig) Validate() error {
+	c = c.WithDefaults()
 	if err := c.Config.Validate(); err != nil {
 		return err
 	}
@@ -73,21 +91,12 @@ func (c *ClientConfig) Validate() error {
 			return fmt.Errorf("link: client Addr %q: %w", a, err)
 		}
 	}
-	if c.Resolve == nil {
-		c.Resolve = net.DefaultResolver.LookupHost
-	}
 	if c.TLS == nil {
 		return errors.New("link: client TLS is required")
 	}
 	if err := checkTLS(c.TLS(), false); err != nil {
 		return err
 	}
-	if c.Dial == nil {
-		c.Dial = (&net.Dialer{}).DialContext
-	}
-	setDuration(&c.MinBackoff, 100*time.Millisecond)
-	setDuration(&c.MaxBackoff, 5*time.Second)
-	setDuration(&c.StableAfter, 10*time.Second)
 	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff || c.StableAfter < 0 {
 		return fmt.Errorf("link: backoff must satisfy 0 < MinBackoff (%v) <= MaxBackoff (%v)", c.MinBackoff, c.MaxBackoff)
 	}
@@ -112,6 +121,7 @@ type Client struct {
 
 // NewClient returns a Client; call Run to connect.
 func NewClient(cfg ClientConfig) (*Client, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -48,8 +48,8 @@ func (nopObserver) ObserveHop(time.Duration, host.Kind) {}
 func (nopObserver) BadPeerReply(string)                 {}
 
 // Config holds what server and client links have in common. Start from
-// DefaultConfig; zero durations and sizes are replaced by defaults in
-// Validate.
+// DefaultConfig; zero durations and sizes stand for their defaults
+// (WithDefaults).
 type Config struct {
 	// Handler answers the events the peer sends. Required.
 	Handler host.Handler
@@ -136,13 +136,10 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate fills in defaults for zero fields and reports the first field
-// that cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default (see
+// DefaultConfig); a zero MaxStreamWindow is at least StreamWindow.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Handler == nil {
-		return errors.New("link: Handler is required")
-	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -172,7 +169,16 @@ func (c *Config) Validate() error {
 	if c.MaxHeaderSize == 0 {
 		c.MaxHeaderSize = d.MaxHeaderSize
 	}
+	return c
+}
+
+// Validate reports the first field that cannot work, counting zero fields
+// as their defaults. It changes nothing.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
 	switch {
+	case c.Handler == nil:
+		return errors.New("link: Handler is required")
 	case c.HandshakeTimeout < 0, c.KeepAliveInterval < 0, c.KeepAliveTimeout < 0, c.HeaderTimeout < 0, c.RetryAfter < 0:
 		return errors.New("link: durations must be positive")
 	case c.StreamWindow < 256<<10:

@@ -408,6 +408,7 @@ func lanConfig() Config {
 func testLinkConfig() *Config {
 	c := lanConfig()
 	c.Handler = newNodeHandler("raw")
+	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		panic(err)
 	}

@@ -32,24 +32,30 @@ type PoolConfig struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// Validate fills in defaults and reports the first field that cannot work.
-func (c *PoolConfig) Validate() error {
+// WithDefaults returns c with every zero field set to its default: a
+// Handler that refuses what the far server sends back, net.Dialer.
+func (c PoolConfig) WithDefaults() PoolConfig {
 	if c.Handler == nil {
 		c.Handler = host.HandlerFunc(refuseBackward)
 	}
+	c.Config = c.Config.WithDefaults()
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	return c
+}
+
+// Validate reports the first field that cannot work, counting zero fields
+// as their defaults. It changes nothing.
+func (c PoolConfig) Validate() error {
+	c = c.WithDefaults()
 	if err := c.Config.Validate(); err != nil {
 		return err
 	}
 	if c.TLS == nil {
 		return errors.New("link: pool TLS is required")
 	}
-	if err := checkTLS(c.TLS("check"), false); err != nil {
-		return err
-	}
-	if c.Dial == nil {
-		c.Dial = (&net.Dialer{}).DialContext
-	}
-	return nil
+	return checkTLS(c.TLS("check"), false)
 }
 
 // refuseBackward answers an event the dialled end of a forward link sent:
@@ -90,6 +96,7 @@ var ErrPoolClosed = errors.New("link pool closed")
 
 // NewPool returns an empty Pool.
 func NewPool(cfg PoolConfig) (*Pool, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

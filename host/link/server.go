@@ -80,14 +80,11 @@ type ServerConfig struct {
 // closed to make room for another.
 const silentGrace = 100 * time.Millisecond
 
-// Validate fills in defaults and reports the first field that cannot work.
-func (c *ServerConfig) Validate() error {
-	if err := c.Config.Validate(); err != nil {
-		return err
-	}
-	if err := checkTLS(c.TLS, true); err != nil {
-		return err
-	}
+// WithDefaults returns c with every zero field set to its default: a new
+// Registry, 1024 handshakes (three quarters of them per source address), 3s
+// for the first byte (at most HandshakeTimeout).
+func (c ServerConfig) WithDefaults() ServerConfig {
+	c.Config = c.Config.WithDefaults()
 	if c.Registry == nil {
 		c.Registry = NewRegistry()
 	}
@@ -98,11 +95,22 @@ func (c *ServerConfig) Validate() error {
 		c.MaxHandshakesPerSource = max(1, c.MaxHandshakes*3/4)
 	}
 	setDuration(&c.FirstByteTimeout, 3*time.Second)
+	c.FirstByteTimeout = min(c.FirstByteTimeout, c.HandshakeTimeout)
+	return c
+}
+
+// Validate reports the first field that cannot work, counting zero fields
+// as their defaults. It changes nothing.
+func (c ServerConfig) Validate() error {
+	c = c.WithDefaults()
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if err := checkTLS(c.TLS, true); err != nil {
+		return err
+	}
 	if c.MaxHandshakes < 1 || c.MaxHandshakesPerSource < 1 {
 		return fmt.Errorf("link: MaxHandshakes %d and MaxHandshakesPerSource %d must be at least 1", c.MaxHandshakes, c.MaxHandshakesPerSource)
-	}
-	if c.FirstByteTimeout > c.HandshakeTimeout {
-		c.FirstByteTimeout = c.HandshakeTimeout
 	}
 	return nil
 }
@@ -133,6 +141,7 @@ type Server struct {
 
 // NewServer returns a Server; call Serve to accept links.
 func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -187,10 +187,44 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate fills in defaults for zero fields and reports the first setting
-// that cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default (see
+// DefaultConfig); a nil Env is PassEnv's variables of this process.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Env == nil {
+		c.Env = EnvFrom(PassEnv, os.Getenv)
+	}
+	for _, f := range c.durations(&d) {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.QuarantineAfter == 0 {
+		c.QuarantineAfter = d.QuarantineAfter
+	}
+	return c
+}
+
+// durations pairs each duration field of c with its default in d.
+func (c *Config) durations(d *Config) []struct{ v, def *time.Duration } {
+	return []struct{ v, def *time.Duration }{
+		{&c.StartTimeout, &d.StartTimeout}, {&c.MinRestart, &d.MinRestart}, {&c.MaxRestart, &d.MaxRestart},
+		{&c.CrashWindow, &d.CrashWindow}, {&c.Settle, &d.Settle}, {&c.Rescan, &d.Rescan}, {&c.DrainTimeout, &d.DrainTimeout},
+		{&c.StatsInterval, &d.StatsInterval},
+	}
+}
+
+// Validate reports the first setting that cannot work, counting zero
+// fields as their defaults. It changes nothing, and checks that Dir is a
+// directory.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
 	if c.Dir == "" {
 		return errors.New("plugins: Dir is required")
 	}
@@ -204,35 +238,16 @@ func (c *Config) Validate() error {
 	if c.Routes == nil {
 		return errors.New("plugins: Routes is required")
 	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Observer == nil {
-		c.Observer = nopObserver{}
-	}
-	if c.Env == nil {
-		c.Env = EnvFrom(PassEnv, os.Getenv)
-	}
 	for _, e := range c.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return fmt.Errorf("plugins: Env entry %q is not NAME=VALUE", e)
 		}
 	}
-	for _, f := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{{&c.StartTimeout, d.StartTimeout}, {&c.MinRestart, d.MinRestart}, {&c.MaxRestart, d.MaxRestart},
-		{&c.CrashWindow, d.CrashWindow}, {&c.Settle, d.Settle}, {&c.Rescan, d.Rescan}, {&c.DrainTimeout, d.DrainTimeout},
-		{&c.StatsInterval, d.StatsInterval}} {
-		if *f.v == 0 {
-			*f.v = f.def
-		}
+	d := DefaultConfig()
+	for _, f := range c.durations(&d) {
 		if *f.v < 0 {
 			return errors.New("plugins: durations must be positive")
 		}
-	}
-	if c.QuarantineAfter == 0 {
-		c.QuarantineAfter = d.QuarantineAfter
 	}
 	if c.MaxAbandoned < 0 || c.MaxMemory < 0 || c.Nice < 0 || c.Nice > 19 {
 		return errors.New("plugins: MaxAbandoned and MaxMemory must be positive, Nice between 0 and 19")

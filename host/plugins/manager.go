@@ -48,6 +48,7 @@ type fileObs struct {
 
 // New returns a Manager; call Run to start the plugins.
 func New(cfg Config) (*Manager, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -67,15 +67,9 @@ func DefaultConfig() Config {
 	return Config{Caller: PeerCaller, LogRate: 5, LogBurst: 20}
 }
 
-// Validate fills in defaults and reports a setting that cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.File == "" {
-		return errors.New("policy: no file")
-	}
-	if c.Next == nil {
-		return errors.New("policy: no handler to pass allowed events to")
-	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -91,7 +85,18 @@ func (c *Config) Validate() error {
 	if c.LogBurst == 0 {
 		c.LogBurst = d.LogBurst
 	}
-	if c.LogRate < 0 || c.LogBurst < 0 {
+	return c
+}
+
+// Validate reports a setting that cannot work, counting zero fields as
+// their defaults. It changes nothing.
+func (c Config) Validate() error {
+	switch {
+	case c.File == "":
+		return errors.New("policy: no file")
+	case c.Next == nil:
+		return errors.New("policy: no handler to pass allowed events to")
+	case c.LogRate < 0 || c.LogBurst < 0:
 		return errors.New("policy: the log rate and burst must be positive")
 	}
 	return nil
@@ -118,6 +123,7 @@ type Enforcer struct {
 // New reads cfg.File and returns an Enforcer of its policy. A bad file
 // gives a *ParseError naming every problem.
 func New(cfg Config) (*Enforcer, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -335,8 +335,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 	c.Next = &next{}
 	c.Caller = nil
-	if err := c.Validate(); err != nil || c.Caller == nil || c.Logger == nil || c.Observer == nil {
-		t.Errorf("Validate() = %v, want defaults filled in", err)
+	if err := c.Validate(); err != nil || c.Caller != nil {
+		t.Errorf("Validate() = %v (Caller set: %t), want nil and an unset Caller: zero fields are defaults, and Validate changes nothing", err, c.Caller != nil)
+	}
+	if d := c.WithDefaults(); d.Caller == nil || d.Logger == nil || d.Observer == nil {
+		t.Errorf("WithDefaults() = %+v, want defaults filled in", d)
 	}
 	if _, err := New(Config{File: filepath.Join(t.TempDir(), "none.hcl"), Next: &next{}}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("New(missing file) = %v, want the read error", err)

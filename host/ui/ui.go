@@ -60,12 +60,9 @@ func DefaultConfig() Config {
 	return Config{Refresh: time.Second, PageSize: 50, MaxPageSize: 200, MaxRoutes: 8}
 }
 
-// Validate fills in defaults and reports what cannot work.
-func (c *Config) Validate() error {
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Source == nil {
-		return errors.New("ui: Source is required")
-	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -84,7 +81,16 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	return c
+}
+
+// Validate reports what cannot work, counting zero fields as their
+// defaults. It changes nothing.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
 	switch {
+	case c.Source == nil:
+		return errors.New("ui: Source is required")
 	case c.Refresh < 100*time.Millisecond || c.Refresh > 2*time.Second:
 		return fmt.Errorf("ui: Refresh %v is outside 100ms..2s", c.Refresh)
 	case c.PageSize < 1 || c.MaxPageSize < c.PageSize:
@@ -110,6 +116,7 @@ type Handler struct {
 
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

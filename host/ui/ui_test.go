@@ -40,12 +40,16 @@ func TestUIConfigValidate(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Source = src
 			tt.mod(&cfg)
+			before := fmt.Sprintf("%+v", cfg)
 			err := cfg.Validate()
 			if (err == nil) != tt.ok {
 				t.Fatalf("Validate() = %v, want ok %v", err, tt.ok)
 			}
-			if err == nil && (cfg.Refresh == 0 || cfg.PageSize == 0 || cfg.MaxRoutes == 0 || cfg.Now == nil || cfg.Logger == nil) {
-				t.Errorf("Validate() left a default unset: %+v", cfg)
+			if after := fmt.Sprintf("%+v", cfg); after != before {
+				t.Errorf("Validate() changed the config: %s, was %s", after, before)
+			}
+			if d := cfg.WithDefaults(); err == nil && (d.Refresh == 0 || d.PageSize == 0 || d.MaxRoutes == 0 || d.Now == nil || d.Logger == nil) {
+				t.Errorf("WithDefaults() left a default unset: %+v", d)
 			}
 		})
 	}
