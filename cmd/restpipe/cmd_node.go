@@ -111,7 +111,8 @@ func parseNodeFlags(role string, args []string, stderr io.Writer, getenv func(st
 	if err != nil {
 		return nil, err
 	}
-	if err := cf.apply(fs, getenv, nf.cfg.PluginConfig); err != nil {
+	inEnv := func(flagName string) bool { return getenv(envName(flagName)) != "" }
+	if err := cf.Apply(fs, inEnv, nf.cfg.PluginConfig); err != nil {
 		return nil, err
 	}
 	return nf, nil

@@ -388,8 +388,7 @@ func TestConfigDocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, role := range []string{"server", "client"} {
-		p := configParser{own: roleFlags(role)}
-		for _, k := range p.knownKeys() {
+		for _, k := range configSchema(role).Keys() {
 			if !strings.Contains(string(doc), "`"+k+"`") {
 				t.Errorf("docs/config.md does not describe the key `%s` (restpipe %s)", k, role)
 			}
