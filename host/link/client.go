@@ -141,7 +141,7 @@ func (c *Client) Run(ctx context.Context) error {
 			log.Info("link up", "server", sess.peer, "addr", sess.remote.String(), "software", sess.software)
 			c.setCurrent(sess)
 			c.cfg.Observer.LinkUp(sess.peer, true)
-			stop := context.AfterFunc(ctx, func() { sess.shutdown(ErrClosed) })
+			stop := context.AfterFunc(ctx, sess.end)
 			sess.serve()
 			stop()
 			c.clearCurrent(sess)

@@ -317,18 +317,30 @@ func goroutineBaseline(t testing.TB) func() {
 type cutProxy struct {
 	ln     net.Listener
 	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
+	// down, when set, is the rate in bytes per second at which the proxy
+	// passes what the target sends; set it before the first connection.
+	down  int
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
 }
 
 func startCutProxy(t testing.TB, target string) *cutProxy {
+	t.Helper()
+	p := &cutProxy{target: target}
+	p.start(t)
+	return p
+}
+
+// start listens on 127.0.0.1:0 and forwards to p.target until the test
+// ends.
+func (p *cutProxy) start(t testing.TB) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target}
+	p.ln = ln
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -336,7 +348,6 @@ func startCutProxy(t testing.TB, target string) *cutProxy {
 		p.cut()
 		p.wg.Wait()
 	})
-	return p
 }
 
 func (p *cutProxy) addr() string { return p.ln.Addr().String() }
@@ -358,7 +369,32 @@ func (p *cutProxy) accept() {
 		p.mu.Unlock()
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); io.Copy(u, c); u.Close() }()
-		go func() { defer p.wg.Done(); io.Copy(c, u); c.Close() }()
+		go func() { defer p.wg.Done(); throttledCopy(c, u, p.down); c.Close() }()
+	}
+}
+
+// throttledCopy copies src to dst at rate bytes per second (0: at once),
+// in 4 KiB steps.
+func throttledCopy(dst io.Writer, src io.Reader, rate int) {
+	if rate == 0 {
+		io.Copy(dst, src)
+		return
+	}
+	buf := make([]byte, 4<<10)
+	start, sent := time.Now(), 0
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			sent += n
+			// Rate limiting: a sleep is the point here.
+			time.Sleep(time.Until(start.Add(time.Duration(float64(sent) / float64(rate) * float64(time.Second)))))
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

@@ -40,6 +40,11 @@ type muxConn struct {
 	room    chan struct{} // tells a blocked Write the flusher took the pending bytes; capacity 1
 	closing chan struct{} // closed by Close: the flusher exits at once
 	done    sync.WaitGroup
+	// writing is set while the flusher writes a batch it took; settled
+	// are the waiters (Settle) to close once nothing is pending or being
+	// written.
+	writing bool
+	settled []chan struct{}
 }
 
 const (
@@ -136,6 +141,7 @@ func (c *muxConn) flush() {
 		}
 		c.pending = c.spare[:0]
 		c.spare = nil
+		c.writing = true
 		c.mu.Unlock()
 		select {
 		case c.room <- struct{}{}:
@@ -145,6 +151,10 @@ func (c *muxConn) flush() {
 		c.out.Add(uint64(n))
 		c.mu.Lock()
 		c.spare = buf[:0]
+		c.writing = false
+		if len(c.pending) == 0 || err != nil {
+			c.wakeSettled()
+		}
 		if err != nil {
 			c.err = err
 			c.running = false
@@ -170,6 +180,39 @@ func (c *muxConn) write(buf []byte) (int, error) {
 		err = ferr
 	}
 	return n, err
+}
+
+// Settle waits until every byte written so far has gone to the network
+// (or failed to), or until timeout: what is already written reaches the
+// peer before the session is closed on purpose. It reports whether it
+// settled.
+func (c *muxConn) Settle(timeout time.Duration) bool {
+	c.mu.Lock()
+	if (len(c.pending) == 0 && !c.writing) || c.err != nil || c.closed {
+		c.mu.Unlock()
+		return true
+	}
+	ch := make(chan struct{})
+	c.settled = append(c.settled, ch)
+	c.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-c.closing:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// wakeSettled wakes the waiters of Settle; c.mu is held.
+func (c *muxConn) wakeSettled() {
+	for _, ch := range c.settled {
+		close(ch)
+	}
+	c.settled = nil
 }
 
 // Close drops the connection; a flusher still writing fails and exits.

@@ -617,7 +617,9 @@ func (s *Server) WaitIdle(ctx context.Context) error {
 }
 
 // Close stops every listener, ends every link (their events in flight fail
-// with link_lost) and waits until all of it is done.
+// with link_lost; what was already written, such as the last replies of a
+// drain, gets up to a second to reach the peer) and waits until all of it
+// is done.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if !s.closed {
@@ -637,10 +639,12 @@ func (s *Server) Close() error {
 		delete(s.parked, source)
 	}
 	s.nParked = 0
+	var ending sync.WaitGroup
 	for sess := range s.sessions {
-		sess.shutdown(ErrClosed)
+		ending.Go(sess.end)
 	}
 	s.mu.Unlock()
+	ending.Wait()
 	s.wg.Wait()
 	return nil
 }

@@ -223,6 +223,19 @@ func (s *Session) Close() error {
 	return nil
 }
 
+// end ends the session on purpose, as its owner stops: the bytes already
+// written (the replies of the events that finished in a drain) get up to
+// settleTimeout to reach the peer, then the session shuts down with
+// ErrClosed. It does not wait for serve to return.
+func (s *Session) end() {
+	s.conn.Settle(settleTimeout)
+	s.shutdown(ErrClosed)
+}
+
+// settleTimeout bounds how long end waits for written bytes to leave: a
+// healthy link sends them in microseconds, a dead one never.
+const settleTimeout = time.Second
+
 // shutdown starts ending the session with cause, without waiting.
 func (s *Session) shutdown(cause error) {
 	s.mu.Lock()
