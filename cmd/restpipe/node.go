@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -291,29 +290,13 @@ func (n *node) httpAddr() string {
 
 // run serves until ctx ends, then drains and stops the node: the gateway
 // refuses new events and waits (up to Grace) for those in flight, then the
-// link closes, then the plugins stop. It returns once everything it started
-// has stopped; an error means a component failed on its own.
+// link and the local HTTP servers stop, then the cluster, then the plugins
+// (see layers). It returns once everything it started has stopped; an
+// error means a component failed on its own.
 func (n *node) run(ctx context.Context) error {
-	bg := context.WithoutCancel(ctx)
-	errc := make(chan error, 4)
-	var wg sync.WaitGroup
-	goRun := func(f func() error) {
-		wg.Add(1)
-		go func() { defer wg.Done(); errc <- f() }()
-	}
-
-	pluginsCtx, stopPlugins := context.WithCancel(bg)
-	var pluginsDone sync.WaitGroup
+	svcs := newLayers(context.WithoutCancel(ctx))
 	if n.plugins != nil {
-		pluginsDone.Add(1)
-		go func() {
-			defer pluginsDone.Done()
-			if err := n.plugins.Run(pluginsCtx); err != nil {
-				errc <- fmt.Errorf("plugins: %w", err)
-			}
-		}()
-	}
-	if n.plugins != nil {
+		svcs.start(service{name: "plugins", run: n.plugins.Run})
 		// Take events only once the plugins found at start are up (or
 		// have failed to start), so the first events find their routes.
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -322,38 +305,19 @@ func (n *node) run(ctx context.Context) error {
 		}
 		cancel()
 	}
-	linkCtx, stopLink := context.WithCancel(bg)
+	svcs.start(closeService("cluster", n.closeCluster))
+	front := []service{serveService("local HTTP", func() error { return n.http.Serve(n.httpLn) }, func() { n.http.Close() }, http.ErrServerClosed)}
 	if n.server != nil {
-		goRun(func() error {
-			err := n.server.Serve(n.linkLn)
-			if errors.Is(err, link.ErrServerClosed) {
-				return nil
-			}
-			return fmt.Errorf("link: %w", err)
-		})
-		stop := context.AfterFunc(linkCtx, func() { n.server.Close() })
-		defer stop()
+		front = append(front, serveService("link", func() error { return n.server.Serve(n.linkLn) }, func() { n.server.Close() }, link.ErrServerClosed))
 	} else {
-		goRun(func() error { return n.client.Run(linkCtx) })
+		front = append(front, service{name: "link", run: n.client.Run})
 	}
-	goRun(func() error {
-		if err := n.http.Serve(n.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("local HTTP: %w", err)
-		}
-		return nil
-	})
-
-	var profiler *http.Server // nil without --pprof
 	if n.pprofLn != nil {
-		profiler = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		goRun(func() error {
-			if err := profiler.Serve(n.pprofLn); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("pprof: %w", err)
-			}
-			return nil
-		})
+		profiler := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		front = append(front, serveService("pprof", func() error { return profiler.Serve(n.pprofLn) }, func() { profiler.Close() }, http.ErrServerClosed))
 		n.log.Warn("serving Go's profiler", "pprof", n.pprofLn.Addr().String())
 	}
+	svcs.start(front...)
 	args := []any{"role", n.cfg.Role, "name", n.name, "http", n.httpAddr()}
 	if n.server != nil {
 		args = append(args, "link", n.linkAddr())
@@ -365,27 +329,15 @@ func (n *node) run(ctx context.Context) error {
 	var failure error
 	select {
 	case <-ctx.Done():
-	case failure = <-errc:
+	case failure = <-svcs.failure():
 		n.log.Error("stopping: a component failed", "error", failure)
 	}
-
-	n.drain(bg)
-	stopLink()
-	stopPlugins()
-	if profiler != nil {
-		profiler.Close()
+	n.drain(context.WithoutCancel(ctx))
+	if err := svcs.stop(); failure == nil {
+		failure = err
 	}
-	wg.Wait()
-	n.closeCluster()
-	pluginsDone.Wait()
 	if n.statsd != nil {
 		n.statsd.Close()
-	}
-	close(errc)
-	for err := range errc {
-		if err != nil && failure == nil {
-			failure = err
-		}
 	}
 	n.log.Info("stopped")
 	return failure
