@@ -15,6 +15,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
+	github.com/restpipe/restpipe/host/gateway/client v0.0.0-00010101000000-000000000000
 	github.com/rs/zerolog v1.33.0
 	github.com/zclconf/go-cty v1.19.0
 	golang.org/x/sys v0.50.0
@@ -54,7 +55,7 @@ require (
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/restpipe/restpipe/plugin-sdk v0.0.0-00010101000000-000000000000
-	github.com/restpipe/restpipe/proto v0.0.0-00010101000000-000000000000
+	github.com/restpipe/restpipe/proto v0.0.0
 	github.com/rs/xid v1.5.0 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
@@ -68,3 +69,5 @@ require (
 replace github.com/restpipe/restpipe/plugin-sdk => ./plugin-sdk
 
 replace github.com/restpipe/restpipe/proto => ./proto
+
+replace github.com/restpipe/restpipe/host/gateway/client => ./host/gateway/client

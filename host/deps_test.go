@@ -11,7 +11,8 @@ const module = "github.com/restpipe/restpipe"
 // TestDependencyRules enforces the architecture on every non-test import:
 //
 //   - host itself is vocabulary: it imports nothing else of the module but
-//     proto/route, the route grammar it shares with the plugin SDK;
+//     proto/route, the route grammar it shares with the plugin SDK, and
+//     proto/rest, the gateway's protocol it shares with the Go client;
 //   - a component under host/ never imports a sibling component (they talk
 //     through host's types and interfaces they declare themselves; only
 //     cmd/restpipe knows them all);
@@ -47,7 +48,7 @@ func checkImport(pkg, imp string) string {
 	rel := strings.TrimPrefix(imp, module+"/")
 	switch {
 	case pkg == "host":
-		if internal && rel != "proto/route" {
+		if internal && rel != "proto/route" && rel != "proto/rest" {
 			return "host is vocabulary and imports nothing of the module"
 		}
 	case strings.HasPrefix(pkg, "host/internal/"):
@@ -86,6 +87,7 @@ func TestCheckImport(t *testing.T) {
 		{"host", "context", true},
 		{"host", module + "/proto/link/v1", false},
 		{"host", module + "/proto/route", true},
+		{"host", module + "/proto/rest", true},
 		{"host/link", module + "/host", true},
 		{"host/link", module + "/proto/link/v1", true},
 		{"host/link", module + "/host/pki", false},

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/proto/rest"
 )
 
 // verbs maps the accepted methods to event verbs.
@@ -28,7 +29,7 @@ var verbs = map[string]string{
 func (g *Gateway) serveEvent(w http.ResponseWriter, r *http.Request) {
 	rec := &record{start: time.Now(), id: requestID(r)}
 	defer g.done(r, rec)
-	w.Header().Set(host.HeaderRequestID, rec.id)
+	w.Header().Set(rest.HeaderRequestID, rec.id)
 	ev, tgt, timeout, err := g.parse(r, rec.id)
 	if err != nil {
 		rec.err = err
@@ -160,10 +161,10 @@ func (g *Gateway) parse(r *http.Request, id string) (*host.Event, target, time.D
 		return nil, target{}, 0, host.Errorf(host.KindBadRequest, "Content-Type must be UTF-8 text of at most %d bytes", maxContentType)
 	}
 	timeout := g.cfg.DefaultTimeout
-	if v := r.Header.Get(host.HeaderTimeout); v != "" {
+	if v := r.Header.Get(rest.HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, target{}, 0, host.Errorf(host.KindBadRequest, "%s %q: want a positive Go duration such as 2s or 500ms", host.HeaderTimeout, v)
+			return nil, target{}, 0, host.Errorf(host.KindBadRequest, "%s %q: want a positive Go duration such as 2s or 500ms", rest.HeaderTimeout, v)
 		}
 		timeout = d
 	}
@@ -247,7 +248,7 @@ func mediaType(ct string) string {
 // requestID returns the caller's X-Request-Id when it is reasonable, else a
 // new random one.
 func requestID(r *http.Request) string {
-	if id := r.Header.Get(host.HeaderRequestID); id != "" && len(id) <= 64 && printable(id) {
+	if id := r.Header.Get(rest.HeaderRequestID); id != "" && len(id) <= 64 && printable(id) {
 		return id
 	}
 	var b [8]byte

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/proto/rest"
 )
 
 // fuzzNode answers every event by echoing what it understood, reading the
@@ -68,11 +69,11 @@ func FuzzGatewayRequest(f *testing.F) {
 		}
 		w := httptest.NewRecorder()
 		g.ServeHTTP(w, req)
-		code := w.Header().Get(host.HeaderReturnCode)
+		code := w.Header().Get(rest.HeaderReturnCode)
 		if _, err := strconv.Atoi(code); err != nil {
-			t.Fatalf("no numeric %s in the answer to %q: %v", host.HeaderReturnCode, raw, w.Header())
+			t.Fatalf("no numeric %s in the answer to %q: %v", rest.HeaderReturnCode, raw, w.Header())
 		}
-		if kind := w.Header().Get(host.HeaderErrorKind); kind != "" {
+		if kind := w.Header().Get(rest.HeaderErrorKind); kind != "" {
 			k := host.Kind(kind)
 			if !k.Known() || w.Code != k.Status() || code != strconv.Itoa(k.ReturnCode()) {
 				t.Fatalf("error %s answered %d code %s, not its row of the table", kind, w.Code, code)

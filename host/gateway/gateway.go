@@ -13,6 +13,7 @@ import (
 
 	"github.com/restpipe/restpipe/host"
 	"github.com/restpipe/restpipe/host/internal/drain"
+	"github.com/restpipe/restpipe/proto/rest"
 )
 
 // Peers finds the node an event is addressed to. On a client node name is
@@ -138,7 +139,7 @@ func (g *Gateway) InFlight() int { return g.events.InFlight() }
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.cfg.UI != nil && isUIPath(r.URL.Path) {
-		w.Header().Set(host.HeaderReturnCode, "0")
+		w.Header().Set(rest.HeaderReturnCode, "0")
 		g.cfg.UI.ServeHTTP(w, r)
 		return
 	}
@@ -149,7 +150,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/status":
 		if g.cfg.Status != nil {
 			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set(host.HeaderReturnCode, "0")
+			w.Header().Set(rest.HeaderReturnCode, "0")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(g.cfg.Status())
@@ -157,7 +158,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "/metrics":
 		if g.cfg.Metrics != nil {
-			w.Header().Set(host.HeaderReturnCode, "0")
+			w.Header().Set(rest.HeaderReturnCode, "0")
 			g.cfg.Metrics.ServeHTTP(w, r)
 			return
 		}
@@ -176,6 +177,6 @@ func (g *Gateway) serveHealth(w http.ResponseWriter) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set(host.HeaderReturnCode, "0")
+	w.Header().Set(rest.HeaderReturnCode, "0")
 	fmt.Fprintln(w, `{"status":"ok"}`)
 }

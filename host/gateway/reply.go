@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/proto/rest"
 )
 
 // writeReply writes a handler's reply: its status, return code, content
 // type and body, streamed. It returns the body bytes written.
 func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.Reply) int64 {
 	h := w.Header()
-	h.Set(host.HeaderReturnCode, strconv.Itoa(rep.Code))
+	h.Set(rest.HeaderReturnCode, strconv.Itoa(rep.Code))
 	if rep.ContentType != "" {
 		h.Set("Content-Type", rep.ContentType)
 	}
@@ -32,7 +33,7 @@ func (g *Gateway) writeReply(w http.ResponseWriter, r *http.Request, rep *host.R
 	if err != nil {
 		// The status is out: abort the connection so the caller sees a
 		// broken transfer, not a short body.
-		g.log.Warn("reply body failed mid-way; aborting the response", "request_id", w.Header().Get(host.HeaderRequestID), "error", err)
+		g.log.Warn("reply body failed mid-way; aborting the response", "request_id", w.Header().Get(rest.HeaderRequestID), "error", err)
 		panic(http.ErrAbortHandler)
 	}
 	return n
@@ -78,8 +79,8 @@ func (g *Gateway) writeError(w http.ResponseWriter, err error) {
 	b := host.NewErrorBody(e)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set(host.HeaderReturnCode, strconv.Itoa(e.Kind.ReturnCode()))
-	h.Set(host.HeaderErrorKind, string(e.Kind))
+	h.Set(rest.HeaderReturnCode, strconv.Itoa(e.Kind.ReturnCode()))
+	h.Set(rest.HeaderErrorKind, string(e.Kind))
 	if e.Kind == host.KindOverloaded {
 		secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
 		h.Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))

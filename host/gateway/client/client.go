@@ -7,7 +7,12 @@
 //	var t struct{ TimeFromServer float64 `json:"time_from_server"` }
 //	err := c.JSON(ctx, "GET", client.ServerPath("time"), nil, &t)
 //	var e *client.Error
-//	if errors.As(err, &e) && e.Kind == host.KindPeerUnavailable { ... }
+//	if errors.As(err, &e) && e.Kind == rest.KindPeerUnavailable { ... }
+//
+// The client is a Go module of its own
+// (github.com/restpipe/restpipe/host/gateway/client): it needs only the
+// standard library and proto/rest (github.com/restpipe/restpipe/proto/rest),
+// the gateway's protocol, whose error kinds the node uses too.
 package client
 
 import (
@@ -24,7 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/restpipe/restpipe/host"
+	"github.com/restpipe/restpipe/proto/rest"
 )
 
 // Client calls one node's gateway. It is safe for concurrent use.
@@ -131,14 +136,14 @@ type Response struct {
 }
 
 // Error is an event's outcome that is not a handler's reply: one of the
-// kinds of host.Kind, with the gateway's message.
+// kinds of rest.Kind, with the gateway's message.
 type Error struct {
-	Kind       host.Kind
+	Kind       rest.Kind
 	Message    string
 	Status     int
 	ReturnCode int
 	// Exception is RestPipe's exception object, for handler_failed.
-	Exception *host.Exception
+	Exception *rest.Exception
 	// RetryAfter is the wait the node asks for, for overloaded.
 	RetryAfter time.Duration
 }
@@ -159,7 +164,7 @@ type NotGatewayError struct {
 
 func (e *NotGatewayError) Error() string {
 	return fmt.Sprintf("restpipe: HTTP %d %s without %s: not a restpipe gateway's answer: %.200q",
-		e.Status, http.StatusText(e.Status), host.HeaderReturnCode, e.Body)
+		e.Status, http.StatusText(e.Status), rest.HeaderReturnCode, e.Body)
 }
 
 // Do sends req. It returns the handler's Response, whatever its status, an
@@ -187,31 +192,31 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 		hr.Header.Set("Content-Type", req.ContentType)
 	}
 	if req.Timeout > 0 {
-		hr.Header.Set(host.HeaderTimeout, req.Timeout.String())
+		hr.Header.Set(rest.HeaderTimeout, req.Timeout.String())
 	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
 		return nil, err
 	}
-	rc := resp.Header.Get(host.HeaderReturnCode)
+	rc := resp.Header.Get(rest.HeaderReturnCode)
 	if rc == "" {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, &NotGatewayError{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 	}
 	code, _ := strconv.Atoi(rc)
-	if kind := resp.Header.Get(host.HeaderErrorKind); kind != "" {
+	if kind := resp.Header.Get(rest.HeaderErrorKind); kind != "" {
 		defer resp.Body.Close()
-		return nil, decodeError(resp, host.Kind(kind), code)
+		return nil, decodeError(resp, rest.Kind(kind), code)
 	}
 	return &Response{Status: resp.StatusCode, ReturnCode: code, ContentType: resp.Header.Get("Content-Type"),
 		Header: resp.Header, Body: resp.Body}, nil
 }
 
 // decodeError reads a gateway error body.
-func decodeError(resp *http.Response, kind host.Kind, code int) *Error {
+func decodeError(resp *http.Response, kind rest.Kind, code int) *Error {
 	e := &Error{Kind: kind, Status: resp.StatusCode, ReturnCode: code}
-	var body host.ErrorBody
+	var body rest.ErrorBody
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if json.Unmarshal(b, &body) == nil {
 		e.Message, e.Exception = body.Error.Message, body.Exception
@@ -252,7 +257,7 @@ func (c *Client) JSON(ctx context.Context, method, path string, in, out any) err
 		return err
 	}
 	if resp.Status >= 400 {
-		return &Error{Kind: host.KindHandlerFailed, Status: resp.Status, ReturnCode: resp.ReturnCode,
+		return &Error{Kind: rest.KindHandlerFailed, Status: resp.Status, ReturnCode: resp.ReturnCode,
 			Message: fmt.Sprintf("handler replied %d: %s", resp.Status, strings.TrimSpace(string(b)))}
 	}
 	if out == nil {
