@@ -50,9 +50,16 @@ func (r *runner) startClient(ctx context.Context, name, certName, server string)
 	if err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, c.tail(20))
 	}
-	if _, err := c.waitLog(ctx, 0, time.Minute, "link up", nil); err != nil {
+	up, err := c.waitLog(ctx, 0, time.Minute, "link up", nil)
+	if err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, c.tail(20))
 	}
+	// How the link was shaped tells a LAN link (256 KiB windows, every
+	// stream) from one a loaded start measured as a long path.
+	rtt, _ := up["rtt"].(float64) // hclog writes a duration as nanoseconds
+	window, _ := up["window"].(float64)
+	r.res.note("%s: link shaped for a round trip of %v: window %v KiB, %v streams (a LAN link: 256 KiB, 288)",
+		name, time.Duration(rtt).Round(time.Microsecond), window/1024, up["streams"])
 	n := &node{child: c, http: l.str("http")}
 	if err := getOK(ctx, "http://"+n.http+"/server/time"); err != nil {
 		return nil, fmt.Errorf("%s: first event: %w\n%s", name, err, c.tail(20))

@@ -138,7 +138,7 @@ func (c *Client) Run(ctx context.Context) error {
 	for {
 		sess, err := c.connect(ctx)
 		if err == nil {
-			log.Info("link up", "server", sess.peer, "addr", sess.remote.String(), "software", sess.software)
+			log.Info("link up", append([]any{"server", sess.peer, "addr", sess.remote.String(), "software", sess.software}, sess.shape()...)...)
 			c.setCurrent(sess)
 			c.cfg.Observer.LinkUp(sess.peer, true)
 			stop := context.AfterFunc(ctx, sess.end)

@@ -467,7 +467,7 @@ func (s *Server) serveConn(pc *pendingConn) {
 		s.log.Info("link replaced by a newer one", "peer", sess.peer, "old_remote", old.remote, "remote", sess.remote)
 		old.shutdown(ErrReplaced)
 	}
-	s.log.Info("link up", "peer", sess.peer, "remote", sess.remote, "software", sess.software)
+	s.log.Info("link up", append([]any{"peer", sess.peer, "remote", sess.remote, "software", sess.software}, sess.shape()...)...)
 	s.cfg.Observer.LinkUp(sess.peer, false)
 	sess.serve()
 	s.cfg.Registry.Unregister(sess)

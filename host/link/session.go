@@ -148,6 +148,12 @@ func (s *Session) Since() time.Time { return s.since }
 // to log.
 func (s *Session) PeerSoftware() string { return s.software }
 
+// shape is the link's shape for its "link up" log line: the round trip it
+// was shaped for, this side's window, and the streams each side may hold.
+func (s *Session) shape() []any {
+	return []any{"rtt", s.rtt0.Round(time.Microsecond), "window", s.window, "streams", s.peerStreams, "peer_streams", s.maxStreams}
+}
+
 // Window returns this side's stream receive window, sized from the round
 // trip measured in the hello.
 func (s *Session) Window() uint32 { return s.window }
