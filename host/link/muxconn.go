@@ -2,6 +2,7 @@ package link
 
 import (
 	"crypto/tls"
+	"encoding/binary"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,17 @@ type muxConn struct {
 	// written.
 	writing bool
 	settled []chan struct{}
+
+	// Frames that find the link idle are written inline, from yamux's
+	// send loop, without waking the flusher (see Write): held is such a
+	// data frame's header (while holding), waiting for its body;
+	// bodyNext is the length of the body the next Write carries (0: the
+	// next Write starts a frame); lastEnd is when the previous Write
+	// returned.
+	held     []byte
+	holding  bool
+	bodyNext int
+	lastEnd  time.Time
 }
 
 const (
@@ -57,6 +69,15 @@ const (
 	// exits: long enough to stay up between the events of a busy link,
 	// short enough that idle links (pinged every 2 s) hold none.
 	flusherLinger = 50 * time.Millisecond
+	// inlineGap is how long after the previous write a frame must come to
+	// be written inline: frames that follow each other closer than that
+	// are a busy link's, which the flusher sends in groups.
+	inlineGap = 50 * time.Microsecond
+	// yamux's frame header: 12 bytes, the type at 1, the length at 8; a
+	// data frame (type 0) of length n is followed by a Write of its n-byte
+	// body (yamux's send loop writes the header, then the body).
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
 )
 
 func newMuxConn(tc *tls.Conn, in, out *atomic.Uint64) *muxConn {
@@ -71,7 +92,15 @@ func (c *muxConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Write queues p for the flusher. Only yamux's send loop calls it.
+// Write queues p for the flusher, or writes it at once when it finds the
+// link idle. Only yamux's send loop calls it.
+//
+// A frame that comes more than inlineGap after the previous write, with
+// nothing pending or being written, is written inline: at c=1 that saves
+// waking the flusher (a goroutine hand-off) for every frame. A data
+// frame's header is held until its body comes, and both go out in one
+// syscall (two TLS records). Frames closer together queue for the
+// flusher, which groups them.
 func (c *muxConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	for len(c.pending) >= maxPending && c.err == nil && !c.closed {
@@ -87,6 +116,27 @@ func (c *muxConn) Write(p []byte) (int, error) {
 		}
 		return 0, err
 	}
+	if c.bodyNext > 0 {
+		// p is the body of the frame whose header came last.
+		c.bodyNext = 0
+		if c.holding {
+			return c.writeInline(c.held, p)
+		}
+	} else {
+		idle := len(c.pending) == 0 && !c.writing && time.Since(c.lastEnd) > inlineGap
+		if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData {
+			c.bodyNext = int(binary.BigEndian.Uint32(p[8:]))
+		}
+		switch {
+		case idle && c.bodyNext > 0:
+			c.held, c.holding = append(c.held[:0], p...), true
+			c.mu.Unlock()
+			return len(p), nil
+		case idle:
+			return c.writeInline(nil, p)
+		}
+	}
+	c.lastEnd = time.Now()
 	c.pending = append(c.pending, p...)
 	start := !c.running
 	c.running = true
@@ -169,6 +219,44 @@ func (c *muxConn) flush() {
 	}
 }
 
+// writeInline writes head (nil, or a held header) and p from the caller's
+// goroutine, in one syscall; c.mu is held and is released.
+func (c *muxConn) writeInline(head, p []byte) (int, error) {
+	c.writing = true
+	c.mu.Unlock()
+	if c.raw != nil {
+		c.raw.begin()
+	}
+	var n int
+	var err error
+	if head != nil {
+		n, err = c.Conn.Write(head)
+	}
+	if err == nil {
+		var m int
+		m, err = c.Conn.Write(p)
+		n += m
+	}
+	if c.raw != nil {
+		if ferr := c.raw.end(maxPending + maxPending/8); err == nil {
+			err = ferr
+		}
+	}
+	c.out.Add(uint64(n))
+	c.mu.Lock()
+	c.writing, c.holding = false, false
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	c.lastEnd = time.Now()
+	c.wakeSettled()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // write sends one batch through TLS, its records in one syscall.
 func (c *muxConn) write(buf []byte) (int, error) {
 	if c.raw == nil {
@@ -188,7 +276,7 @@ func (c *muxConn) write(buf []byte) (int, error) {
 // settled.
 func (c *muxConn) Settle(timeout time.Duration) bool {
 	c.mu.Lock()
-	if (len(c.pending) == 0 && !c.writing) || c.err != nil || c.closed {
+	if (len(c.pending) == 0 && !c.writing && !c.holding) || c.err != nil || c.closed {
 		c.mu.Unlock()
 		return true
 	}
