@@ -147,9 +147,11 @@ func TestUIServer(t *testing.T) {
 		}
 		tab.WaitFor(15*time.Second, "get_time and get_cat counted", `document.querySelector('#charts figure[data-route=get_time] figcaption')?.textContent === 'get_time5 events, 0 failed' && `+
 			`document.querySelector('#charts figure[data-route=get_cat] figcaption')?.textContent === 'get_cat1 event, 1 failed'`)
-		// The lines end at the last complete 5 s step: wait for it.
-		tab.WaitFor(8*time.Second, "get_time's line to rise", `document.querySelector('#charts figure[data-route=get_time] .readout') && `+
-			`document.querySelector('#charts figure[data-route=get_time] svg').getAttribute('aria-label').includes('at most 1/s')`)
+		// The lines end at the last complete 5 s step: wait for it. The
+		// five events may straddle two steps (then the peak is 0.6/s, not
+		// 1/s: seen once in a soak), so the line only has to rise.
+		tab.WaitFor(15*time.Second, "get_time's line to rise", `document.querySelector('#charts figure[data-route=get_time] .readout') && `+
+			`/at most (?!0\/s)/.test(document.querySelector('#charts figure[data-route=get_time] svg').getAttribute('aria-label'))`)
 		tab.Screenshot("failure")
 	})
 	noProblems(t, tab, "at the end")
