@@ -87,6 +87,21 @@ func (c *Counter) InFlight() int { return int(c.n.Load()) }
 func (c *Counter) Idle() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.closeIfIdle()
+}
+
+// signal is Leave's: the last piece of work has just left a draining
+// counter. A Leave that loses a race with an Enter refused by the drain
+// sees zero again when that one leaves.
+func (c *Counter) signal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeIfIdle()
+}
+
+// closeIfIdle closes the idle channel (made on first need) if the counter
+// drains with nothing in flight, and returns it; c.mu is held.
+func (c *Counter) closeIfIdle() <-chan struct{} {
 	if c.idle == nil {
 		c.idle = make(chan struct{})
 	}
@@ -95,19 +110,4 @@ func (c *Counter) Idle() <-chan struct{} {
 		close(c.idle)
 	}
 	return c.idle
-}
-
-// signal closes the idle channel if the counter is at zero: the last piece
-// of work has just left a draining counter. A Leave that loses a race with
-// an Enter refused by the drain sees zero again when that one leaves.
-func (c *Counter) signal() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.idle == nil {
-		c.idle = make(chan struct{})
-	}
-	if !c.shut && c.n.Load() == 0 {
-		c.shut = true
-		close(c.idle)
-	}
 }

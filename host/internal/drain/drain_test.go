@@ -2,6 +2,7 @@ package drain
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,14 +84,15 @@ func TestCountersFollowAGate(t *testing.T) {
 	}
 }
 
-// TestCounterRace drains a counter while goroutines enter and leave: every
-// piece of work that entered is done when Idle is closed, and none enters
-// after.
+// TestCounterRace drains a counter while goroutines enter and leave: when
+// Idle is closed no piece of work is running, and none enters after.
 func TestCounterRace(t *testing.T) {
 	for range 20 {
 		var c Counter
-		var mu sync.Mutex
-		running, after := 0, 0
+		var running, entered, late atomic.Int64
+		var idle atomic.Bool
+		warm := make(chan struct{})
+		var once sync.Once
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for range 8 {
@@ -106,32 +108,31 @@ func TestCounterRace(t *testing.T) {
 					if _, ok := c.Enter(); !ok {
 						continue
 					}
-					mu.Lock()
-					running++
-					mu.Unlock()
-					mu.Lock()
-					running--
-					mu.Unlock()
+					if idle.Load() {
+						late.Add(1)
+					}
+					running.Add(1)
+					if entered.Add(1) == 1000 {
+						once.Do(func() { close(warm) })
+					}
+					running.Add(-1)
 					c.Leave()
 				}
 			}()
 		}
-		time.Sleep(time.Millisecond) // let the workers run before the drain: not a wait for a condition
+		<-warm // the workers are entering and leaving
 		c.Drain()
 		select {
 		case <-c.Idle():
+			idle.Store(true)
 		case <-time.After(10 * time.Second):
 			t.Fatalf("not idle 10s after the drain, %d in flight", c.InFlight())
 		}
-		mu.Lock()
-		if running != 0 {
-			after = running
-		}
-		mu.Unlock()
+		n := running.Load()
 		close(stop)
 		wg.Wait()
-		if after != 0 {
-			t.Fatalf("%d pieces of work running when the counter said idle", after)
+		if n != 0 || late.Load() != 0 {
+			t.Fatalf("when the counter said idle: %d pieces of work running; %d entered after", n, late.Load())
 		}
 	}
 }
