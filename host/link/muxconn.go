@@ -49,12 +49,11 @@ type muxConn struct {
 
 	// Frames that find the link idle are written inline, from yamux's
 	// send loop, without waking the flusher (see Write): held is such a
-	// data frame's header (while holding), waiting for its body;
+	// data frame's header, waiting for its body (empty: none waits);
 	// bodyNext is the length of the body the next Write carries (0: the
-	// next Write starts a frame); lastEnd is when the previous Write
-	// returned.
+	// next Write starts a frame); lastEnd is when the previous frame was
+	// queued or written.
 	held     []byte
-	holding  bool
 	bodyNext int
 	lastEnd  time.Time
 }
@@ -119,24 +118,25 @@ func (c *muxConn) Write(p []byte) (int, error) {
 	if c.bodyNext > 0 {
 		// p is the body of the frame whose header came last.
 		c.bodyNext = 0
-		if c.holding {
+		if len(c.held) > 0 {
 			return c.writeInline(c.held, p)
 		}
 	} else {
-		idle := len(c.pending) == 0 && !c.writing && time.Since(c.lastEnd) > inlineGap
+		now := time.Now()
+		idle := len(c.pending) == 0 && !c.writing && now.Sub(c.lastEnd) > inlineGap
 		if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData {
 			c.bodyNext = int(binary.BigEndian.Uint32(p[8:]))
 		}
 		switch {
 		case idle && c.bodyNext > 0:
-			c.held, c.holding = append(c.held[:0], p...), true
+			c.held = append(c.held[:0], p...)
 			c.mu.Unlock()
 			return len(p), nil
 		case idle:
 			return c.writeInline(nil, p)
 		}
+		c.lastEnd = now
 	}
-	c.lastEnd = time.Now()
 	c.pending = append(c.pending, p...)
 	start := !c.running
 	c.running = true
@@ -244,7 +244,7 @@ func (c *muxConn) writeInline(head, p []byte) (int, error) {
 	}
 	c.out.Add(uint64(n))
 	c.mu.Lock()
-	c.writing, c.holding = false, false
+	c.writing, c.held = false, c.held[:0]
 	if err != nil && c.err == nil {
 		c.err = err
 	}
@@ -276,7 +276,7 @@ func (c *muxConn) write(buf []byte) (int, error) {
 // settled.
 func (c *muxConn) Settle(timeout time.Duration) bool {
 	c.mu.Lock()
-	if (len(c.pending) == 0 && !c.writing && !c.holding) || c.err != nil || c.closed {
+	if (len(c.pending) == 0 && !c.writing && len(c.held) == 0) || c.err != nil || c.closed {
 		c.mu.Unlock()
 		return true
 	}
