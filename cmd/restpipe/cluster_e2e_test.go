@@ -247,8 +247,11 @@ func TestClusterDeadlineAndCancelCrossBothHops(t *testing.T) {
 		return l.str("request_id") == "deadline-1" && l.str("kind") != ""
 	})
 
-	// Cancellation: the caller hangs up after 300 ms of a 30 s sleep; the
-	// handler on c1 ends at once, canceled.
+	// Cancellation: the caller hangs up while c1's handler sleeps (30 s);
+	// the handler ends at once, canceled. The hang-up waits for the event
+	// to be in c1's echo plugin: an event canceled before it left s1 never
+	// reaches c1 (and then c1 has nothing to log).
+	c1HTTP := c1.waitLog(0, 10*time.Second, "listening", nil).str("http")
 	mark = c1.mark()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ = http.NewRequestWithContext(ctx, "GET", "http://"+s1.http+"/client/c1/echo?sleep=30s", nil)
@@ -260,7 +263,7 @@ func TestClusterDeadlineAndCancelCrossBothHops(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 10*time.Second, "the event in c1's echo plugin", func() bool { return pluginStatus(t, c1HTTP, "echo").InFlight == 1 })
 	hungUp := time.Now()
 	cancel()
 	<-done

@@ -70,7 +70,12 @@ func TestClusterServerKilled(t *testing.T) {
 			}()
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // load before the kill
+	// The kill comes under load: once events have gone through.
+	m.waitFor(30*time.Second, "events flowing before the kill", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts["ok"] >= 20
+	})
 	killed := time.Now()
 	victim.p.signal(syscall.SIGKILL)
 	victim.p.wait(10 * time.Second)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/restpipe/restpipe/host/hosttest"
 	"github.com/restpipe/restpipe/host/link"
 	"github.com/restpipe/restpipe/host/pki"
 )
@@ -183,16 +184,11 @@ func (m *members) holder(client string) *member {
 	return nil
 }
 
-// waitFor polls cond every 50 ms until it holds.
+// waitFor polls cond every 50 ms until it holds (conds here ask the
+// servers' /status).
 func (m *members) waitFor(within time.Duration, what string, cond func() bool) {
 	m.t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			m.t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	hosttest.WaitEvery(m.t, within, 50*time.Millisecond, what, cond)
 }
 
 // echoReply is the echo plugin's reply.

@@ -19,12 +19,19 @@ import (
 // within has passed without it, naming what it waited for.
 func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
+	WaitEvery(t, within, 5*time.Millisecond, what, cond)
+}
+
+// WaitEvery is WaitFor polling every interval, for a cond that costs more
+// than a look at memory (an HTTP request, say).
+func WaitEvery(t testing.TB, within, interval time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", within, what)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 
