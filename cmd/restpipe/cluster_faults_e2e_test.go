@@ -40,34 +40,25 @@ func TestClusterServerKilled(t *testing.T) {
 	hc := &http.Client{Timeout: 40 * time.Second}
 	for _, sm := range survivors {
 		for _, c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					start := time.Now()
-					err := echoVia(hc, sm, c, 15*time.Second)
-					class := "ok"
-					if err != nil {
-						class = "other"
-						for _, k := range []string{"link_lost", "peer_unavailable"} {
-							if strings.Contains(err.Error(), `"kind":"`+k+`"`) {
-								class = k
-							}
+			untilStopped(&wg, stop, func() {
+				start := time.Now()
+				err := echoVia(hc, sm, c, 15*time.Second)
+				class := "ok"
+				if err != nil {
+					class = "other"
+					for _, k := range []string{"link_lost", "peer_unavailable"} {
+						if strings.Contains(err.Error(), `"kind":"`+k+`"`) {
+							class = k
 						}
 					}
-					mu.Lock()
-					counts[class]++
-					if class == "other" || time.Since(start) > 20*time.Second {
-						bad = append(bad, fmt.Sprintf("%s->%s after %v: %v", sm.name, c, time.Since(start), err))
-					}
-					mu.Unlock()
 				}
-			}()
+				mu.Lock()
+				counts[class]++
+				if class == "other" || time.Since(start) > 20*time.Second {
+					bad = append(bad, fmt.Sprintf("%s->%s after %v: %v", sm.name, c, time.Since(start), err))
+				}
+				mu.Unlock()
+			})
 		}
 	}
 	// The kill comes under load: once events have gone through.
@@ -241,29 +232,20 @@ func TestClusterRollingRestart(t *testing.T) {
 	hc := &http.Client{Timeout: 40 * time.Second}
 	for i, sm := range m.servers {
 		for _, c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if v, _ := current.Load(sm.name); v != true {
-						time.Sleep(20 * time.Millisecond)
-						continue
-					}
-					mu.Lock()
-					addr := m.servers[i].http
-					mu.Unlock()
-					smv := &member{name: sm.name, http: addr}
-					err := echoVia(hc, smv, c, 20*time.Second)
-					mu.Lock()
-					results = append(results, result{sm.name, c, err})
-					mu.Unlock()
+			untilStopped(&wg, stop, func() {
+				if v, _ := current.Load(sm.name); v != true {
+					time.Sleep(20 * time.Millisecond)
+					return
 				}
-			}()
+				mu.Lock()
+				addr := m.servers[i].http
+				mu.Unlock()
+				smv := &member{name: sm.name, http: addr}
+				err := echoVia(hc, smv, c, 20*time.Second)
+				mu.Lock()
+				results = append(results, result{sm.name, c, err})
+				mu.Unlock()
+			})
 		}
 	}
 	restarted := time.Now()

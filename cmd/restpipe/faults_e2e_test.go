@@ -86,19 +86,10 @@ func TestFaultServerKilledUnderLoad(t *testing.T) {
 	}
 	for _, f := range flows {
 		for range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					out.add(call.echo(f.name, f.base, f.node, ""))
-					time.Sleep(10 * time.Millisecond) // pacing: a steady load, not a busy loop
-				}
-			}()
+			untilStopped(&wg, stop, func() {
+				out.add(call.echo(f.name, f.base, f.node, ""))
+				time.Sleep(10 * time.Millisecond) // pacing: a steady load, not a busy loop
+			})
 		}
 	}
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
@@ -401,18 +392,9 @@ func TestFaultBandwidthNoStarvation(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, f := range flows {
 		for range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					smalls.add(small.echo(f.name, f.base, f.node, ""))
-				}
-			}()
+			untilStopped(&wg, stop, func() {
+				smalls.add(small.echo(f.name, f.base, f.node, ""))
+			})
 		}
 	}
 	big := <-done

@@ -500,3 +500,18 @@ func maps2string(m map[string]int64) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// untilStopped runs step again and again in a goroutine of wg until stop
+// is closed: the load workers of the fault tests.
+func untilStopped(wg *sync.WaitGroup, stop <-chan struct{}, step func()) {
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			step()
+		}
+	})
+}

@@ -47,19 +47,10 @@ func TestFaultPluginCrashStorm(t *testing.T) {
 	start := time.Now()
 	for _, f := range flows {
 		for range f.workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					out.add(f.send())
-					time.Sleep(20 * time.Millisecond) // pacing: a storm, not a busy loop
-				}
-			}()
+			untilStopped(&wg, stop, func() {
+				out.add(f.send())
+				time.Sleep(20 * time.Millisecond) // pacing: a storm, not a busy loop
+			})
 		}
 	}
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
